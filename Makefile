@@ -1,0 +1,77 @@
+# mailhub: `make run` starts the product, `make test` installs what the tests need and runs them.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Debian packages of the real servers the integration tests start (never the system services).
+TEST_DEBS := dovecot-imapd redis-server postgresql chromium
+TEST_BINARIES := /usr/sbin/dovecot /usr/bin/redis-server /usr/bin/chromium
+APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
+
+.PHONY: help run test lint format migrations-check system-test-deps bootstrap clean
+
+help:
+	@echo "make run    - install, migrate and start mailhub (web + background polling) on http://$(HOST):$(PORT)/"
+	@echo "make test   - install everything the tests need and run lint + the whole test suite"
+	@echo "make lint   - ruff format --check + ruff check"
+
+# The virtualenv, pinned by requirements.lock so every machine installs the same versions.
+$(VENV)/.installed: requirements.lock
+	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
+		if [ "$$(id -u)" = 0 ]; then $(APT_GET) update -qq && $(APT_GET) install -y -qq python3-venv; \
+		else echo "Python's venv module is missing: sudo apt-get install python3-venv"; exit 1; fi; \
+	fi
+	$(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/pip install --quiet --upgrade pip
+	$(VENV)/bin/pip install --quiet -r requirements.lock
+	touch $@
+
+# Local secrets of the embedded mode, generated once (never committed: see .gitignore).
+.env: | $(VENV)/.installed
+	@echo "Writing .env with a generated SECRET_KEY and encryption key (keep it: it decrypts mailbox passwords)"
+	@$(PY) -c 'import secrets; from cryptography.fernet import Fernet; \
+print("SECRET_KEY=" + secrets.token_urlsafe(50)); \
+print("MAILHUB_ENCRYPTION_KEYS=" + Fernet.generate_key().decode())' > .env
+	@chmod 600 .env
+
+bootstrap: $(VENV)/.installed .env
+	$(PY) manage.py migrate --noinput
+	$(PY) manage.py collectstatic --noinput -v 0
+	$(PY) manage.py bootstrap_admin
+
+run: bootstrap
+	@echo "mailhub on http://$(HOST):$(PORT)/  (admin: http://$(HOST):$(PORT)/admin/)"
+	$(PY) manage.py run_mailhub --addr $(HOST) --port $(PORT)
+
+system-test-deps:
+	@missing=""; for bin in $(TEST_BINARIES); do [ -x $$bin ] || missing=yes; done; \
+	command -v initdb >/dev/null || ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing=yes; \
+	if [ -n "$$missing" ]; then \
+		if [ "$$(id -u)" = 0 ]; then \
+			echo "Installing Debian packages for the test servers: $(TEST_DEBS)"; \
+			$(APT_GET) update -qq && $(APT_GET) install -y -qq $(TEST_DEBS) >/dev/null; \
+		else \
+			echo "Missing test servers; run: sudo apt-get install $(TEST_DEBS)"; \
+		fi; \
+	fi
+
+lint: $(VENV)/.installed
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/ruff check .
+
+format: $(VENV)/.installed
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+migrations-check: $(VENV)/.installed
+	DJANGO_SETTINGS_MODULE=mailhub.settings_test $(PY) manage.py makemigrations --check --dry-run
+
+test: $(VENV)/.installed system-test-deps lint migrations-check
+	$(VENV)/bin/pytest
+
+clean:
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

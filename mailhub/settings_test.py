@@ -1,0 +1,29 @@
+"""Settings of the test suite: the production settings with test-only secrets and fast hashing.
+
+DATABASE_URL still wins, so `DATABASE_URL=postgres://... pytest` runs the suite on PostgreSQL.
+"""
+
+import os
+import tempfile
+
+os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
+# A fixed Fernet key: tests must be able to decrypt what they wrote.
+os.environ.setdefault("MAILHUB_ENCRYPTION_KEYS", "3q1cXn7Wl3oH6f3m8m4zK8H4m0QO4t8s6QnXb7q2J2U=")
+os.environ.setdefault("MAILHUB_DATA_DIR", tempfile.mkdtemp(prefix="mailhub-test-data-"))
+
+from .settings import *  # noqa: F403
+
+if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+    # A file, not pytest-django's shared in-memory database: tests with threads and processes
+    # need SQLite's real locking (busy timeout) to behave as in production.
+    DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["MAILHUB_DATA_DIR"], "test.sqlite3")}  # noqa: F405
+
+PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+STORAGES["staticfiles"] = {  # noqa: F405
+    "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
+}
+STATIC_ROOT = tempfile.mkdtemp(prefix="mailhub-test-static-")
+WHITENOISE_AUTOREFRESH = True
+CELERY_TASK_ALWAYS_EAGER = True
+CELERY_TASK_EAGER_PROPAGATES = True
+MAILHUB_NETWORK_TIMEOUT = 10.0
