@@ -1,0 +1,80 @@
+from collections.abc import Iterator
+
+import pytest
+
+# Real servers (logic in tests/servers). The session-scoped ones start on first use only, so a
+# run that needs none of them starts nothing; all are stopped at session end.
+if __package__:  # someone made tests/ a package: this module is tests.conftest
+    from .servers import (
+        PASSWORD,
+        CuttingTcpProxy,
+        DovecotServer,
+        ImapAccount,
+        PostgresServer,
+        RecordingSmtpServer,
+        RedisServer,
+    )
+else:  # pytest put tests/ on sys.path (rootdir conftest, no tests/__init__.py)
+    from servers import (
+        PASSWORD,
+        CuttingTcpProxy,
+        DovecotServer,
+        ImapAccount,
+        PostgresServer,
+        RecordingSmtpServer,
+        RedisServer,
+    )
+
+
+@pytest.fixture(scope="session")
+def dovecot_server() -> Iterator[DovecotServer]:
+    with DovecotServer() as server:
+        yield server
+
+
+@pytest.fixture
+def imap_account(dovecot_server: DovecotServer) -> ImapAccount:
+    """A fresh, empty account (INBOX only) on the session's Dovecot; password PASSWORD."""
+    return ImapAccount(dovecot_server, dovecot_server.new_account())
+
+
+@pytest.fixture
+def imap_proxy(dovecot_server: DovecotServer) -> Iterator[CuttingTcpProxy]:
+    """A CuttingTcpProxy in front of Dovecot: connect to proxy.host/proxy.port to be cuttable."""
+    with CuttingTcpProxy(dovecot_server.host, dovecot_server.port) as proxy:
+        yield proxy
+
+
+# aiosmtpd runs in-process and starts in ~2 ms: one server per test isolates messages, failure
+# mode and stop/start state without any reset logic.
+@pytest.fixture
+def smtp_server() -> Iterator[RecordingSmtpServer]:
+    with RecordingSmtpServer() as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_auth_server() -> Iterator[RecordingSmtpServer]:
+    """Requires AUTH (LOGIN/PLAIN) as `smtp-user` / PASSWORD before MAIL FROM."""
+    with RecordingSmtpServer(username="smtp-user", password=PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def _redis_server_session() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+def redis_server(_redis_server_session: RedisServer) -> RedisServer:
+    """The session's Redis, running (a previous test may have stopped it) and empty."""
+    _redis_server_session.start()
+    _redis_server_session.flushall()
+    return _redis_server_session
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    with PostgresServer() as server:
+        yield server
