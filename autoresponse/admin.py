@@ -1,0 +1,129 @@
+from django import forms
+from django.contrib import admin
+from django.core.exceptions import ValidationError
+from django.utils.html import format_html
+
+from .conditions import ConditionError, ConditionSpec, validate_condition
+from .models import AutoReply, AutoResponseRule, EmailTemplate, RuleCondition
+from .rendering import TemplateProblem, sample_context, template_render, template_validate
+
+
+class AutoResponseRuleInline(admin.TabularInline):
+    """Rules inside the mailbox page; their conditions are edited on the rule's own page."""
+
+    model = AutoResponseRule
+    extra = 0
+    fields = ("order", "name", "is_active", "match", "template", "stop_after_match", "answer_replies")
+    show_change_link = True
+
+
+class RuleConditionForm(forms.ModelForm):
+    class Meta:
+        model = RuleCondition
+        fields = ("field", "header_name", "operator", "value")
+
+    def clean(self):
+        cleaned = super().clean()
+        if self.errors:
+            return cleaned
+        spec = ConditionSpec(
+            field=cleaned.get("field", ""),
+            operator=cleaned.get("operator", ""),
+            value=cleaned.get("value", ""),
+            header_name=cleaned.get("header_name", ""),
+        )
+        try:
+            validate_condition(spec)  # regexes are compiled and probed for catastrophic patterns here
+        except ConditionError as exc:
+            raise ValidationError(str(exc)) from exc
+        return cleaned
+
+
+class RuleConditionInline(admin.TabularInline):
+    model = RuleCondition
+    form = RuleConditionForm
+    extra = 1
+
+
+@admin.register(AutoResponseRule)
+class AutoResponseRuleAdmin(admin.ModelAdmin):
+    list_display = ("name", "mailbox", "order", "is_active", "match", "template", "stop_after_match")
+    list_filter = ("is_active", "mailbox", "match")
+    search_fields = ("name", "mailbox__label", "template__name")
+    list_select_related = ("mailbox", "template")
+    inlines = [RuleConditionInline]
+
+
+class EmailTemplateForm(forms.ModelForm):
+    class Meta:
+        model = EmailTemplate
+        fields = ("name", "subject", "text_body", "html_body")
+
+    def clean(self):
+        cleaned = super().clean()
+        for name, html in (("subject", False), ("text_body", False), ("html_body", True)):
+            source = cleaned.get(name) or ""
+            try:
+                template_validate(source, html=html)
+            except TemplateProblem as exc:
+                self.add_error(name, str(exc))
+        return cleaned
+
+
+@admin.register(EmailTemplate)
+class EmailTemplateAdmin(admin.ModelAdmin):
+    form = EmailTemplateForm
+    list_display = ("name", "subject", "updated_at")
+    search_fields = ("name", "subject", "text_body")
+    readonly_fields = ("preview",)
+    fields = ("name", "subject", "text_body", "html_body", "preview")
+
+    @admin.display(description="Preview (rendered against a sample email)")
+    def preview(self, template: EmailTemplate) -> str:
+        if not template.pk:
+            return "Save the template to see a preview."
+        context = sample_context()
+        try:
+            subject = template_render(template.subject, context, html=False)
+            text = template_render(template.text_body, context, html=False)
+            html = template_render(template.html_body, context, html=True) if template.html_body else ""
+        except TemplateProblem as exc:
+            return f"Cannot render: {exc}"
+        # The HTML part is shown as escaped source, never as live markup inside the admin.
+        return format_html(
+            "<strong>Subject:</strong> {}<br><pre style='white-space:pre-wrap'>{}</pre>{}",
+            subject,
+            text,
+            format_html("<strong>HTML source:</strong><pre style='white-space:pre-wrap'>{}</pre>", html)
+            if html
+            else "",
+        )
+
+
+class AutoReplyInline(admin.TabularInline):
+    """On the email's page: what was sent in answer, or why not."""
+
+    model = AutoReply
+    extra = 0
+    can_delete = False
+    fields = ("rule_name", "status", "reason", "recipient", "message_id", "sent_at", "attempts")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(AutoReply)
+class AutoReplyAdmin(admin.ModelAdmin):
+    list_display = ("email", "rule_name", "status", "recipient", "short_reason", "sent_at", "created_at")
+    list_filter = ("status", "email__mailbox")
+    search_fields = ("recipient", "reason", "message_id", "email__subject")
+    list_select_related = ("email",)
+    readonly_fields = [field.name for field in AutoReply._meta.concrete_fields]
+
+    def has_add_permission(self, request) -> bool:
+        return False
+
+    @admin.display(description="reason")
+    def short_reason(self, reply: AutoReply) -> str:
+        return reply.reason[:80]

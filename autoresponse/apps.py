@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class AutoresponseConfig(AppConfig):
+    name = "autoresponse"
+    verbose_name = "Auto-responses"

@@ -1,0 +1,126 @@
+"""Auto-response rules (conditions on an email) and the Jinja2 templates they answer with."""
+
+from __future__ import annotations
+
+from django.db import models
+
+
+class EmailTemplate(models.Model):
+    name = models.CharField(max_length=100, unique=True)
+    subject = models.CharField(max_length=998, help_text="Jinja2, e.g. 'Re: {{ email.subject }}'.")
+    text_body = models.TextField(help_text="Jinja2 plain-text body.")
+    html_body = models.TextField(blank=True, help_text="Optional Jinja2 HTML body (autoescaped).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class MatchMode(models.TextChoices):
+    ALL = "all", "All conditions"
+    ANY = "any", "Any condition"
+
+
+class AutoResponseRule(models.Model):
+    mailbox = models.ForeignKey(
+        "mailboxes.Mailbox", on_delete=models.CASCADE, related_name="auto_response_rules"
+    )
+    name = models.CharField(max_length=100)
+    is_active = models.BooleanField(default=True)
+    order = models.PositiveIntegerField(default=0, help_text="Rules are tried in ascending order.")
+    match = models.CharField(max_length=3, choices=MatchMode.choices, default=MatchMode.ALL)
+    template = models.ForeignKey(EmailTemplate, on_delete=models.PROTECT, related_name="rules")
+    stop_after_match = models.BooleanField(
+        "stop after this rule", default=True, help_text="When this rule matches, try no later rule."
+    )
+    answer_replies = models.BooleanField(
+        default=False, help_text="Also answer emails that joined an existing case or lead."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["mailbox", "order", "id"]
+        constraints = [
+            models.UniqueConstraint(fields=["mailbox", "name"], name="autoresponse_rule_unique_name"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.mailbox.label}: {self.name}"
+
+
+class ConditionField(models.TextChoices):
+    SUBJECT = "subject", "Subject"
+    TEXT_BODY = "text_body", "Text body"
+    SENDER_ADDRESS = "sender_address", "Sender address"
+    SENDER_NAME = "sender_name", "Sender name"
+    TO = "to", "To"
+    CC = "cc", "Cc"
+    HEADER = "header", "Header (named)"
+
+
+class ConditionOperator(models.TextChoices):
+    CONTAINS = "contains", "contains"
+    NOT_CONTAINS = "not_contains", "does not contain"
+    EQUALS = "equals", "equals"
+    STARTS_WITH = "starts_with", "starts with"
+    ENDS_WITH = "ends_with", "ends with"
+    REGEX = "regex", "matches regular expression"
+    IS_EMPTY = "is_empty", "is empty"
+    IS_NOT_EMPTY = "is_not_empty", "is not empty"
+
+
+class RuleCondition(models.Model):
+    rule = models.ForeignKey(AutoResponseRule, on_delete=models.CASCADE, related_name="conditions")
+    field = models.CharField(max_length=20, choices=ConditionField.choices)
+    header_name = models.CharField(max_length=100, blank=True, help_text="Only for the 'Header' field.")
+    operator = models.CharField(max_length=20, choices=ConditionOperator.choices)
+    value = models.CharField(max_length=500, blank=True)
+
+    class Meta:
+        ordering = ["rule", "id"]
+
+    def __str__(self) -> str:
+        field = self.header_name if self.field == ConditionField.HEADER else self.get_field_display()
+        return f"{field} {self.get_operator_display()} {self.value!r}"
+
+
+class AutoReplyStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    SUPPRESSED = "suppressed", "Suppressed"
+    FAILED = "failed", "Failed"
+
+
+class AutoReply(models.Model):
+    """One decision per (email, rule): sent once, or suppressed/failed with its reason."""
+
+    email = models.ForeignKey("mailboxes.Email", on_delete=models.CASCADE, related_name="auto_replies")
+    rule = models.ForeignKey(AutoResponseRule, null=True, on_delete=models.SET_NULL, related_name="replies")
+    rule_name = models.CharField(max_length=100, help_text="Kept when the rule is deleted.")
+    status = models.CharField(max_length=12, choices=AutoReplyStatus.choices, db_index=True)
+    reason = models.TextField(blank=True, help_text="Why it was suppressed, or the last error.")
+    recipient = models.CharField(max_length=320, blank=True)
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    subject = models.TextField(blank=True)
+    rendered_message = models.TextField(blank=True, help_text="The whole message as sent (RFC 5322).")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["email", "rule"], name="autoreply_unique_email_rule"),
+        ]
+        verbose_name_plural = "auto-replies"
+
+    def __str__(self) -> str:
+        return f"{self.rule_name} -> {self.recipient or '?'}: {self.status}"

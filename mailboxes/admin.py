@@ -1,0 +1,214 @@
+from django import forms
+from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
+
+from autoresponse.admin import AutoReplyInline, AutoResponseRuleInline
+from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
+
+from .models import Attachment, Email, Mailbox, ProcessingStatus
+from .services import mailbox_test_connection
+
+SECRET_FIELDS = ("imap_password", "smtp_password")
+
+
+class MailboxAdminForm(forms.ModelForm):
+    """Secrets are write-only: never rendered back; a blank field keeps the stored value."""
+
+    imap_password = forms.CharField(
+        label="IMAP password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current password.",
+    )
+    smtp_password = forms.CharField(
+        label="SMTP password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current password.",
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = "__all__"  # noqa: DJ007 - the admin's fieldsets choose what is shown
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            self.initial[name] = ""
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("history_import") == "since" and not cleaned.get("history_since"):
+            self.add_error("history_since", "Give the date from which existing messages are imported.")
+        return cleaned
+
+    def _post_clean(self):
+        # A blank secret means "unchanged": put the stored value back before the model is filled.
+        for name in SECRET_FIELDS:
+            if not self.cleaned_data.get(name) and self.instance.pk:
+                self.cleaned_data[name] = getattr(Mailbox.objects.get(pk=self.instance.pk), name)
+        super()._post_clean()
+
+
+class AttachmentInline(admin.TabularInline):
+    model = Attachment
+    extra = 0
+    can_delete = False
+    fields = ("filename", "content_type", "size", "is_inline", "content_id", "file")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(admin.ModelAdmin):
+    form = MailboxAdminForm
+    list_display = (
+        "label",
+        "email",
+        "processing_action",
+        "is_active",
+        "last_polled_at",
+        "last_success_at",
+        "consecutive_failures",
+        "short_last_error",
+    )
+    list_filter = ("is_active", "processing_action", "imap_security")
+    search_fields = ("label", "email", "imap_host", "imap_username")
+    filter_horizontal = ("authorized_users", "authorized_groups")
+    inlines = [AutoResponseRuleInline]
+    actions = ["test_connection"]
+    readonly_fields = (
+        "imap_uidvalidity",
+        "imap_last_uid",
+        "last_polled_at",
+        "last_success_at",
+        "consecutive_failures",
+        "next_poll_at",
+        "last_error",
+    )
+    fieldsets = (
+        (None, {"fields": ("label", "email", "is_active")}),
+        (
+            "IMAP (incoming)",
+            {
+                "fields": (
+                    ("imap_host", "imap_port", "imap_security"),
+                    ("imap_username", "imap_password"),
+                    "imap_folder",
+                    "poll_interval",
+                    ("history_import", "history_since"),
+                )
+            },
+        ),
+        (
+            "SMTP (auto-responses)",
+            {
+                "fields": (
+                    ("smtp_host", "smtp_port", "smtp_security"),
+                    ("smtp_username", "smtp_password"),
+                )
+            },
+        ),
+        ("Access", {"fields": ("authorized_users", "authorized_groups")}),
+        (
+            "Processing",
+            {
+                "fields": (
+                    "processing_action",
+                    "default_owner",
+                    ("default_case_assignee", "default_case_status", "default_case_priority"),
+                    "lead_join_open_lead",
+                    "reopen_resolved_cases",
+                )
+            },
+        ),
+        ("Sync state", {"classes": ("collapse",), "fields": readonly_fields}),
+    )
+
+    @admin.display(description="last error")
+    def short_last_error(self, mailbox: Mailbox) -> str:
+        return (mailbox.last_error[:80] + "…") if len(mailbox.last_error) > 80 else mailbox.last_error
+
+    @admin.action(description="Test connection (IMAP login + folder, SMTP)")
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
+        for mailbox in queryset:
+            for check in mailbox_test_connection(mailbox=mailbox):
+                level = messages.SUCCESS if check.ok else messages.ERROR
+                self.message_user(request, f"{mailbox.label}: {check.message}", level)
+
+
+@admin.register(Email)
+class EmailAdmin(admin.ModelAdmin):
+    list_display = (
+        "subject",
+        "from_address",
+        "mailbox",
+        "received_at",
+        "has_attachments",
+        "is_history",
+        "has_parse_problem",
+        "lead",
+        "case",
+    )
+    list_filter = ("mailbox", "processing_status", "has_attachments", "is_history", "received_at")
+    search_fields = ("subject", "from_address", "from_name", "message_id")
+    list_select_related = ("mailbox", "lead", "case")
+    date_hierarchy = "received_at"
+    inlines = [AttachmentInline, AutoReplyInline]
+    actions = ["convert_to_case", "convert_to_lead", "retry_processing"]
+    readonly_fields = [
+        field.name
+        for field in Email._meta.get_fields()
+        if field.concrete and field.name not in ("lead", "case")
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # emails come from IMAP only
+
+    @admin.display(boolean=True, description="parse problem")
+    def has_parse_problem(self, email: Email) -> bool:
+        return bool(email.parse_problem)
+
+    @admin.action(description="Convert to case (no-op for emails already in a case)")
+    def convert_to_case(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
+        self._convert(request, queryset, email_convert_to_case, "case")
+
+    @admin.action(description="Convert to lead (no-op for emails already in a lead)")
+    def convert_to_lead(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
+        self._convert(request, queryset, email_convert_to_lead, "lead")
+
+    def _convert(self, request, queryset, convert, what: str) -> None:
+        done, refused = 0, []
+        for email_id in queryset.values_list("pk", flat=True):
+            try:
+                convert(email_id=email_id)
+                done += 1
+            except ConversionRefused as exc:
+                refused.append(f"email {email_id}: {exc}")
+        self.message_user(request, f"{done} email(s) are now in a {what}.", messages.SUCCESS)
+        for message in refused:
+            self.message_user(request, message, messages.WARNING)
+
+    @admin.action(description="Retry processing of failed emails")
+    def retry_processing(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
+        count = queryset.filter(processing_status=ProcessingStatus.FAILED).update(
+            processing_status=ProcessingStatus.PENDING, processing_attempts=0
+        )
+        self.message_user(request, f"{count} failed email(s) will be processed at the next poll.")
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(admin.ModelAdmin):
+    list_display = ("filename", "content_type", "size", "is_inline", "email")
+    list_filter = ("is_inline", "content_type")
+    search_fields = ("filename", "email__subject")
+    list_select_related = ("email",)
+    readonly_fields = ("email", "filename", "content_type", "size", "file", "content_id", "is_inline")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False

@@ -1,0 +1,193 @@
+"""The IMAP gateway: the only module that talks IMAP (imapclient). No ORM here.
+
+Errors are translated into `ImapError` with a `permanent` flag: permanent ones (bad credentials,
+missing folder, TLS misconfiguration) need an admin; transient ones (refused, timeout, dropped
+connection) are retried with backoff.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+
+import imapclient
+from imapclient.exceptions import IMAPClientError, LoginError
+
+
+@dataclass(frozen=True)
+class ImapSettings:
+    host: str
+    port: int
+    security: str  # "ssl" | "starttls" | "none"
+    username: str
+    password: str
+    folder: str = "INBOX"
+    timeout: float = 30.0
+
+
+class ImapError(Exception):
+    def __init__(self, message: str, *, permanent: bool) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+@dataclass(frozen=True)
+class FolderStatus:
+    uidvalidity: int
+    uidnext: int
+    message_count: int
+
+
+def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
+    where = f"{imap.host}:{imap.port}"
+    if isinstance(exc, LoginError):
+        return ImapError(f"IMAP login failed for {imap.username!r} on {where}: {exc}", permanent=True)
+    if isinstance(exc, socket.gaierror):
+        return ImapError(f"IMAP host {imap.host!r} not found (DNS): {exc}", permanent=False)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return ImapError(f"IMAP TLS certificate of {where} rejected: {exc}", permanent=True)
+    if isinstance(exc, ssl.SSLError):
+        return ImapError(f"IMAP TLS error with {where}: {exc}", permanent=True)
+    if isinstance(exc, ConnectionRefusedError):
+        return ImapError(f"IMAP connection to {where} refused", permanent=False)
+    if isinstance(exc, TimeoutError):
+        return ImapError(f"IMAP connection to {where} timed out", permanent=False)
+    if isinstance(exc, OSError | imapclient.exceptions.IMAPClientAbortError | EOFError):
+        return ImapError(f"IMAP connection to {where} failed: {exc}", permanent=False)
+    return ImapError(f"IMAP error on {where}: {exc}", permanent=False)
+
+
+@contextmanager
+def imap_session(imap: ImapSettings) -> Iterator[imapclient.IMAPClient]:
+    """A logged-in IMAPClient; always logged out (or closed) afterwards."""
+    context = ssl.create_default_context()
+    try:
+        client = imapclient.IMAPClient(
+            imap.host,
+            port=imap.port,
+            ssl=imap.security == "ssl",
+            ssl_context=context if imap.security == "ssl" else None,
+            timeout=imap.timeout,
+        )
+    except (OSError, IMAPClientError) as exc:
+        raise _translate(exc, imap) from exc
+    client.normalise_times = False  # keep INTERNALDATE's zone instead of naive local time
+    try:
+        if imap.security == "starttls":
+            client.starttls(context)
+        client.login(imap.username, imap.password)
+    except (OSError, IMAPClientError) as exc:
+        _close_quietly(client)
+        raise _translate(exc, imap) from exc
+    try:
+        yield client
+    except (OSError, IMAPClientError, EOFError) as exc:
+        _close_quietly(client)
+        raise _translate(exc, imap) from exc
+    except BaseException:
+        _close_quietly(client)
+        raise
+    else:
+        try:
+            client.logout()
+        except (OSError, IMAPClientError, EOFError):
+            _close_quietly(client)
+
+
+def _close_quietly(client: imapclient.IMAPClient) -> None:
+    with suppress(OSError, IMAPClientError, EOFError):
+        client.shutdown()
+
+
+def imap_select_folder(client: imapclient.IMAPClient, imap: ImapSettings) -> FolderStatus:
+    """SELECT read-only: we never change the shared mailbox (flags stay as its people left them)."""
+    try:
+        response = client.select_folder(imap.folder, readonly=True)
+    except IMAPClientError as exc:
+        if not client.folder_exists(imap.folder):
+            raise ImapError(
+                f"IMAP folder {imap.folder!r} does not exist for {imap.username!r}", permanent=True
+            ) from exc
+        raise
+    return FolderStatus(
+        uidvalidity=int(response[b"UIDVALIDITY"]),
+        uidnext=int(response.get(b"UIDNEXT", 0)),
+        message_count=int(response.get(b"EXISTS", 0)),
+    )
+
+
+def imap_check_connection(imap: ImapSettings) -> str:
+    """Log in, select the folder, and say what was found (for the admin's 'Test connection')."""
+    with imap_session(imap) as client:
+        status = imap_select_folder(client, imap)
+    return (
+        f"IMAP OK: logged in to {imap.host}:{imap.port} as {imap.username!r}, folder {imap.folder!r} "
+        f"has {status.message_count} message(s) (UIDVALIDITY {status.uidvalidity})."
+    )
+
+
+@dataclass(frozen=True)
+class FetchedMessage:
+    uid: int
+    raw: bytes
+    internal_date: datetime | None
+
+
+# Dovecot refuses command lines over 64 KiB: long UID lists are sent in chunks.
+_UIDS_PER_COMMAND = 2000
+
+
+def imap_sizes_after(client: imapclient.IMAPClient, last_uid: int) -> dict[int, int]:
+    """UID -> RFC822.SIZE of every message above `last_uid`.
+
+    RFC 3501 §6.4.8: "n:*" always includes the highest UID even when it is below n, so the result
+    is filtered again here.
+    """
+    uids = sorted(int(uid) for uid in client.search(["UID", f"{last_uid + 1}:*"]) if int(uid) > last_uid)
+    sizes: dict[int, int] = {}
+    for start in range(0, len(uids), _UIDS_PER_COMMAND):
+        chunk = uids[start : start + _UIDS_PER_COMMAND]
+        for uid, data in client.fetch(chunk, ["RFC822.SIZE"]).items():
+            sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
+    return sizes
+
+
+def imap_search_since(client: imapclient.IMAPClient, since: date) -> set[int]:
+    return {int(uid) for uid in client.search(["SINCE", since])}
+
+
+def imap_fetch_messages(client: imapclient.IMAPClient, uids: list[int]) -> list[FetchedMessage]:
+    """Fetch whole messages with BODY.PEEK[] so that \\Seen flags stay untouched (RFC 3501 §6.4.5)."""
+    response = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+    messages = []
+    for uid in sorted(response):
+        data = response.pop(uid)  # drop the response's reference early: messages can be large
+        raw = data.get(b"BODY[]")
+        if raw is None:  # expunged between the size listing and the fetch
+            continue
+        internal = data.get(b"INTERNALDATE")
+        if isinstance(internal, datetime) and internal.tzinfo is None:
+            internal = internal.replace(tzinfo=UTC)
+        messages.append(FetchedMessage(uid=int(uid), raw=bytes(raw), internal_date=internal))
+    return messages
+
+
+def plan_fetch_batches(sizes: dict[int, int], *, max_bytes: int, max_count: int) -> list[list[int]]:
+    """Group UIDs (ascending) into batches of at most `max_bytes` (a larger message goes alone)."""
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_bytes = 0
+    for uid in sorted(sizes):
+        size = sizes[uid]
+        if current and (current_bytes + size > max_bytes or len(current) >= max_count):
+            batches.append(current)
+            current, current_bytes = [], 0
+        current.append(uid)
+        current_bytes += size
+    if current:
+        batches.append(current)
+    return batches

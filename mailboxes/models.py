@@ -1,0 +1,266 @@
+"""Mailboxes, the emails fetched from them, and their attachments."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.models import Group
+from django.db import models
+from django.db.models import Q
+from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
+
+from .encryption import EncryptedTextField
+from .imap import ImapSettings
+from .smtp import SmtpSettings
+
+
+class TransportSecurity(models.TextChoices):
+    SSL = "ssl", "SSL/TLS (implicit)"
+    STARTTLS = "starttls", "STARTTLS"
+    NONE = "none", "None (plain text; loopback or trusted network only)"
+
+
+class ProcessingAction(models.TextChoices):
+    NONE = "none", "Nothing (just keep the email)"
+    LEAD = "lead", "Convert to lead"
+    CASE = "case", "Convert to case"
+
+
+class HistoryImport(models.TextChoices):
+    ALL = "all", "Import all existing messages"
+    NONE = "none", "Skip existing messages"
+    SINCE = "since", "Import existing messages since a date"
+
+
+class ProcessingStatus(models.TextChoices):
+    PENDING = "pending", "Pending"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed (will retry)"
+    SKIPPED = "skipped", "Not processed (history)"
+
+
+class MailboxQuerySet(models.QuerySet):
+    def accessible_to(self, user) -> MailboxQuerySet:
+        """The one rule of who may see a mailbox; every page and selector goes through it.
+
+        Superusers see all; other active users see mailboxes granted to them directly or to one of
+        their groups (Django groups are the roles); inactive or anonymous users see none.
+        """
+        if user is None or not user.is_authenticated or not user.is_active:
+            return self.none()
+        if user.is_superuser:
+            return self.all()
+        granted = Q(authorized_users=user) | Q(authorized_groups__in=user.groups.all())
+        # A subquery rather than .distinct() keeps the queryset usable with ordering and updates.
+        return self.filter(pk__in=Mailbox.objects.filter(granted).values("pk"))
+
+    def active(self) -> MailboxQuerySet:
+        return self.filter(is_active=True)
+
+
+class Mailbox(models.Model):
+    label = models.CharField(max_length=100, unique=True, help_text="Shown to staff, e.g. 'Support'.")
+    email = models.EmailField(help_text="The mailbox's own address; auto-responses are sent from it.")
+
+    imap_host = models.CharField("IMAP host", max_length=255)
+    imap_port = models.PositiveIntegerField("IMAP port", default=993)
+    imap_security = models.CharField(
+        "IMAP security", max_length=10, choices=TransportSecurity.choices, default=TransportSecurity.SSL
+    )
+    imap_username = models.CharField("IMAP username", max_length=255)
+    imap_password = EncryptedTextField("IMAP password", blank=True, default="")
+    imap_folder = models.CharField("IMAP folder", max_length=255, default="INBOX")
+
+    smtp_host = models.CharField("SMTP host", max_length=255, blank=True)
+    smtp_port = models.PositiveIntegerField("SMTP port", default=465)
+    smtp_security = models.CharField(
+        "SMTP security", max_length=10, choices=TransportSecurity.choices, default=TransportSecurity.SSL
+    )
+    smtp_username = models.CharField("SMTP username", max_length=255, blank=True)
+    smtp_password = EncryptedTextField("SMTP password", blank=True, default="")
+
+    processing_action = models.CharField(
+        max_length=10, choices=ProcessingAction.choices, default=ProcessingAction.NONE
+    )
+    default_owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Owner of the leads and cases this mailbox creates.",
+    )
+    default_case_assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    default_case_status = models.CharField(max_length=20, default="open")
+    default_case_priority = models.CharField(max_length=20, default="normal")
+    lead_join_open_lead = models.BooleanField(
+        "join the sender's open lead",
+        default=True,
+        help_text="A new email from a sender with an open lead in this mailbox joins that lead.",
+    )
+    reopen_resolved_cases = models.BooleanField(
+        default=True, help_text="A reply to a resolved case reopens it."
+    )
+    auto_reply_window_hours = models.PositiveIntegerField(
+        "auto-reply rate limit (hours)",
+        default=24,
+        help_text="At most one auto-response per sender within this many hours.",
+    )
+
+    authorized_users = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, blank=True, related_name="authorized_mailboxes"
+    )
+    authorized_groups = models.ManyToManyField(Group, blank=True, related_name="authorized_mailboxes")
+
+    is_active = models.BooleanField(default=True)
+    poll_interval = models.PositiveIntegerField(default=60, help_text="Seconds between two polls.")
+    history_import = models.CharField(
+        max_length=10,
+        choices=HistoryImport.choices,
+        default=HistoryImport.ALL,
+        help_text="What to do with the messages already in the folder at the first connection. "
+        "History is stored but never processed nor auto-answered.",
+    )
+    history_since = models.DateField(null=True, blank=True)
+
+    # Sync state (RFC 3501 §2.3.1.1: a UID is only meaningful together with its UIDVALIDITY).
+    imap_uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY", null=True, blank=True, editable=False)
+    imap_last_uid = models.BigIntegerField("last stored UID", default=0, editable=False)
+    # Messages up to this UID were in the folder before mailhub first saw it (or before the folder
+    # was recreated): they are stored as history and never processed.
+    imap_history_last_uid = models.BigIntegerField("last history UID", default=0, editable=False)
+    last_polled_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
+    last_error = models.TextField(blank=True, editable=False)
+    consecutive_failures = models.PositiveIntegerField(default=0, editable=False)
+    next_poll_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # Poll lease: one poll per mailbox at a time across all workers; expires if its worker dies.
+    poll_lease_token = models.CharField(max_length=64, blank=True, editable=False)
+    poll_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MailboxQuerySet.as_manager()
+
+    class Meta:
+        ordering = ["label"]
+        verbose_name_plural = "mailboxes"
+
+    def __str__(self) -> str:
+        return f"{self.label} <{self.email}>"
+
+    def imap_settings(self) -> ImapSettings:
+        return ImapSettings(
+            host=self.imap_host,
+            port=self.imap_port,
+            security=self.imap_security,
+            username=self.imap_username,
+            password=self.imap_password,
+            folder=self.imap_folder,
+            timeout=settings.MAILHUB_NETWORK_TIMEOUT,
+        )
+
+    def smtp_settings(self) -> SmtpSettings:
+        return SmtpSettings(
+            host=self.smtp_host,
+            port=self.smtp_port,
+            security=self.smtp_security,
+            username=self.smtp_username,
+            password=self.smtp_password,
+            timeout=settings.MAILHUB_NETWORK_TIMEOUT,
+        )
+
+
+class Email(models.Model):
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="emails")
+    uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY")
+    uid = models.BigIntegerField("IMAP UID")
+
+    message_id = models.CharField(max_length=998, blank=True, db_index=True)
+    in_reply_to = models.CharField(max_length=998, blank=True)
+    references = models.TextField(blank=True, help_text="Message-IDs, one per line.")
+    subject = models.TextField(blank=True)
+    from_name = models.CharField(max_length=255, blank=True)
+    from_address = models.CharField(max_length=320, blank=True, db_index=True)
+    reply_to = models.JSONField(default=list, blank=True, help_text='[["name", "address"], ...]')
+    to = models.JSONField(default=list, blank=True, help_text='[["name", "address"], ...]')
+    cc = models.JSONField(default=list, blank=True, help_text='[["name", "address"], ...]')
+    headers = models.JSONField(
+        default=list, blank=True, help_text='Top-level headers: [["Name", "value"], ...]'
+    )
+    date = models.DateTimeField(null=True, blank=True, help_text="The Date header, if it was valid.")
+    received_at = models.DateTimeField(default=timezone.now, db_index=True)
+    stored_at = models.DateTimeField(auto_now_add=True)
+    text_body = models.TextField(blank=True)
+    html_body = models.TextField(blank=True)
+    size = models.PositiveBigIntegerField(default=0, help_text="Size of the raw message in bytes.")
+    raw = models.FileField(upload_to="raw/%Y/%m/%d/", max_length=255)
+    content_sha256 = models.CharField(max_length=64, help_text="SHA-256 of the raw message.")
+    identity = models.CharField(
+        max_length=64,
+        help_text="Message-ID + body hash: recognises a message again when the folder is recreated.",
+    )
+    has_attachments = models.BooleanField(default=False)
+    parse_problem = models.TextField(blank=True)
+    is_history = models.BooleanField(
+        default=False, help_text="Imported from the folder's past: never processed or auto-answered."
+    )
+
+    # The processing action and auto-responses run after the email is committed; this state lets
+    # the next poll finish what a crash interrupted.
+    processing_status = models.CharField(
+        max_length=10, choices=ProcessingStatus.choices, default=ProcessingStatus.PENDING, db_index=True
+    )
+    processing_error = models.TextField(blank=True)
+    processing_attempts = models.PositiveIntegerField(default=0)
+
+    lead = models.ForeignKey(
+        "processing.Lead", null=True, blank=True, on_delete=models.SET_NULL, related_name="emails"
+    )
+    case = models.ForeignKey(
+        "processing.Case", null=True, blank=True, on_delete=models.SET_NULL, related_name="emails"
+    )
+
+    class Meta:
+        ordering = ["-received_at", "-id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["mailbox", "uidvalidity", "uid"], name="email_unique_mailbox_uidvalidity_uid"
+            ),
+            models.UniqueConstraint(fields=["mailbox", "identity"], name="email_unique_mailbox_identity"),
+            # An email belongs to a lead or to a case, never both.
+            models.CheckConstraint(
+                condition=Q(lead__isnull=True) | Q(case__isnull=True), name="email_lead_or_case"
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["mailbox", "-received_at", "-id"], name="email_mailbox_received"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject or '(no subject)'} — {self.from_address or '(unknown sender)'}"
+
+    def get_absolute_url(self) -> str:
+        try:
+            return reverse("emails:detail", args=[self.pk])
+        except NoReverseMatch:
+            return reverse("admin:mailboxes_email_change", args=[self.pk])
+
+
+class Attachment(models.Model):
+    email = models.ForeignKey(Email, on_delete=models.CASCADE, related_name="attachments")
+    filename = models.CharField(max_length=255)
+    content_type = models.CharField(max_length=255, default="application/octet-stream")
+    size = models.PositiveBigIntegerField(default=0)
+    file = models.FileField(upload_to="attachments/%Y/%m/%d/", max_length=255)
+    content_id = models.CharField(max_length=998, blank=True)
+    is_inline = models.BooleanField(default=False)
+
+    class Meta:
+        ordering = ["email", "id"]
+
+    def __str__(self) -> str:
+        return self.filename

@@ -1,0 +1,14 @@
+"""Services of the mailboxes app: functions that change state or talk to the outside."""
+
+from .connection import ConnectionCheck, mailbox_test_connection
+from .polling import PollResult, mailbox_poll, mailboxes_claim_due_polls
+from .storing import email_store_fetched
+
+__all__ = [
+    "ConnectionCheck",
+    "PollResult",
+    "email_store_fetched",
+    "mailbox_poll",
+    "mailbox_test_connection",
+    "mailboxes_claim_due_polls",
+]

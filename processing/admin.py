@@ -1,0 +1,27 @@
+from django.contrib import admin
+
+from .models import Case, Lead
+
+
+@admin.register(Lead)
+class LeadAdmin(admin.ModelAdmin):
+    list_display = ("name", "email", "status", "mailbox", "owner", "created_at")
+    list_filter = ("status", "mailbox", "owner")
+    search_fields = ("name", "email", "subject", "notes")
+    list_select_related = ("mailbox", "owner")
+    date_hierarchy = "created_at"
+
+
+@admin.register(Case)
+class CaseAdmin(admin.ModelAdmin):
+    list_display = ("reference", "subject", "status", "priority", "assignee", "mailbox", "created_at")
+    list_filter = ("status", "priority", "mailbox", "assignee")
+    search_fields = ("number", "subject", "description", "reporter_address", "reporter_name")
+    list_select_related = ("mailbox", "assignee")
+    date_hierarchy = "created_at"
+    readonly_fields = ("number", "created_at", "updated_at", "resolved_at")
+    raw_id_fields = ("previous_case",)
+
+    @admin.display(description="number", ordering="number")
+    def reference(self, case: Case) -> str:
+        return case.reference

@@ -1,0 +1,152 @@
+"""Leads and cases created from (or joined by) emails."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import IntegrityError, models, transaction
+from django.db.models import Max
+from django.urls import NoReverseMatch, reverse
+
+
+class LeadStatus(models.TextChoices):
+    NEW = "new", "New"
+    CONTACTED = "contacted", "Contacted"
+    QUALIFIED = "qualified", "Qualified"
+    WON = "won", "Won"
+    LOST = "lost", "Lost"
+
+
+OPEN_LEAD_STATUSES = (LeadStatus.NEW, LeadStatus.CONTACTED, LeadStatus.QUALIFIED)
+
+
+class Lead(models.Model):
+    name = models.CharField(max_length=255)
+    email = models.CharField(max_length=320, db_index=True)
+    subject = models.TextField(blank=True)
+    notes = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=LeadStatus.choices, default=LeadStatus.NEW)
+    mailbox = models.ForeignKey(
+        "mailboxes.Mailbox", on_delete=models.PROTECT, related_name="leads", help_text="Source."
+    )
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="leads"
+    )
+    # One-to-one: the database itself refuses a second lead from the same email.
+    source_email = models.OneToOneField(
+        "mailboxes.Email",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="created_lead",
+        help_text="The email this lead was created from.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.name} <{self.email}>"
+
+    def get_absolute_url(self) -> str:
+        try:
+            return reverse("leads:detail", args=[self.pk])
+        except NoReverseMatch:
+            return reverse("admin:processing_lead_change", args=[self.pk])
+
+
+class CaseStatus(models.TextChoices):
+    OPEN = "open", "Open"
+    IN_PROGRESS = "in_progress", "In progress"
+    RESOLVED = "resolved", "Resolved"
+    CLOSED = "closed", "Closed"
+
+
+class CasePriority(models.TextChoices):
+    LOW = "low", "Low"
+    NORMAL = "normal", "Normal"
+    HIGH = "high", "High"
+    URGENT = "urgent", "Urgent"
+
+
+# Case numbers start here so that the first case reads like a real ticket (#1001), not #1.
+FIRST_CASE_NUMBER = 1001
+
+
+class Case(models.Model):
+    number = models.PositiveIntegerField(unique=True, editable=False)
+    subject = models.TextField(blank=True)
+    description = models.TextField(blank=True)
+    status = models.CharField(max_length=20, choices=CaseStatus.choices, default=CaseStatus.OPEN)
+    priority = models.CharField(max_length=20, choices=CasePriority.choices, default=CasePriority.NORMAL)
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="owned_cases"
+    )
+    assignee = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="assigned_cases",
+    )
+    reporter_name = models.CharField(max_length=255, blank=True)
+    reporter_address = models.CharField(max_length=320, blank=True, db_index=True)
+    mailbox = models.ForeignKey("mailboxes.Mailbox", on_delete=models.PROTECT, related_name="cases")
+    previous_case = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="follow_up_cases",
+        help_text="The closed case this one follows up.",
+    )
+    # One-to-one: the database itself refuses a second case from the same email.
+    source_email = models.OneToOneField(
+        "mailboxes.Email",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="created_case",
+        help_text="The email this case was created from.",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+    resolved_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+
+    def __str__(self) -> str:
+        return f"{self.reference} {self.subject}"
+
+    def save(self, *args, **kwargs) -> None:
+        if self.number is not None:
+            super().save(*args, **kwargs)
+            return
+        # Next number = highest + 1. Two concurrent creators may pick the same one: the unique
+        # constraint refuses the second, which takes the next number (savepoint keeps the outer
+        # transaction usable).
+        for _attempt in range(20):
+            highest = Case.objects.aggregate(highest=Max("number"))["highest"]
+            self.number = (highest or FIRST_CASE_NUMBER - 1) + 1
+            try:
+                with transaction.atomic():
+                    super().save(*args, **kwargs)
+                return
+            except IntegrityError:
+                if not Case.objects.filter(number=self.number).exists():
+                    self.number = None
+                    raise
+                self.number = None
+        raise IntegrityError("could not allocate a case number after 20 attempts")
+
+    def get_absolute_url(self) -> str:
+        try:
+            return reverse("cases:detail", args=[self.pk])
+        except NoReverseMatch:
+            return reverse("admin:processing_case_change", args=[self.pk])
+
+    @property
+    def reference(self) -> str:
+        return f"#{self.number}"

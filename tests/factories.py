@@ -1,0 +1,141 @@
+"""factory_boy factories of the domain models."""
+
+import hashlib
+
+import factory
+from django.contrib.auth.models import Group, User
+from django.core.files.base import ContentFile
+
+from autoresponse.models import AutoReply, AutoResponseRule, EmailTemplate, RuleCondition
+from mailboxes.models import Attachment, Email, Mailbox
+from processing.models import Case, Lead
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = User
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda n: f"user{n}")
+    email = factory.LazyAttribute(lambda user: f"{user.username}@example.com")
+    password = factory.PostGenerationMethodCall("set_password", "pw")
+
+    @factory.post_generation
+    def groups(self, create, extracted, **kwargs):
+        if create and extracted:
+            self.groups.add(*extracted)
+        if create:
+            self.save()
+
+
+class GroupFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Group
+
+    name = factory.Sequence(lambda n: f"role{n}")
+
+
+class MailboxFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Mailbox
+
+    label = factory.Sequence(lambda n: f"Mailbox {n}")
+    email = factory.Sequence(lambda n: f"box{n}@example.com")
+    imap_host = "127.0.0.1"
+    imap_port = 143
+    imap_security = "none"
+    imap_username = factory.Sequence(lambda n: f"box{n}")
+    imap_password = "secret"
+    smtp_host = "127.0.0.1"
+    smtp_port = 25
+    smtp_security = "none"
+
+
+def _raw_message(email: "Email") -> ContentFile:
+    return ContentFile(f"Subject: {email.subject}\r\n\r\nbody\r\n".encode(), name="message.eml")
+
+
+class EmailFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Email
+
+    mailbox = factory.SubFactory(MailboxFactory)
+    uidvalidity = 1
+    uid = factory.Sequence(lambda n: n + 1)
+    message_id = factory.Sequence(lambda n: f"<msg{n}@example.com>")
+    subject = factory.Sequence(lambda n: f"Subject {n}")
+    from_name = "Alice Example"
+    from_address = "alice@example.com"
+    text_body = "Hello"
+    raw = factory.LazyAttribute(_raw_message)
+    size = 30
+    content_sha256 = factory.Sequence(lambda n: hashlib.sha256(str(n).encode()).hexdigest())
+    identity = factory.Sequence(lambda n: hashlib.sha256(f"identity{n}".encode()).hexdigest())
+
+
+class AttachmentFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Attachment
+
+    email = factory.SubFactory(EmailFactory)
+    filename = "report.pdf"
+    content_type = "application/pdf"
+    size = 4
+    file = factory.LazyFunction(lambda: ContentFile(b"%PDF", name="report.pdf"))
+
+
+class LeadFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Lead
+
+    name = "Alice Example"
+    email = "alice@example.com"
+    mailbox = factory.SubFactory(MailboxFactory)
+
+
+class CaseFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Case
+
+    subject = factory.Sequence(lambda n: f"Case {n}")
+    reporter_address = "alice@example.com"
+    mailbox = factory.SubFactory(MailboxFactory)
+
+
+class EmailTemplateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = EmailTemplate
+
+    name = factory.Sequence(lambda n: f"template {n}")
+    subject = "Re: {{ email.subject }}"
+    text_body = "Thanks, we got your message."
+
+
+class AutoResponseRuleFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AutoResponseRule
+
+    mailbox = factory.SubFactory(MailboxFactory)
+    name = factory.Sequence(lambda n: f"rule {n}")
+    template = factory.SubFactory(EmailTemplateFactory)
+
+
+class RuleConditionFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = RuleCondition
+
+    rule = factory.SubFactory(AutoResponseRuleFactory)
+    field = "subject"
+    operator = "contains"
+    value = "help"
+
+
+class AutoReplyFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = AutoReply
+
+    email = factory.SubFactory(EmailFactory)
+    rule = factory.SubFactory(AutoResponseRuleFactory)
+    rule_name = factory.LazyAttribute(lambda reply: reply.rule.name)
+    status = "suppressed"
+    reason = "Precedence: bulk"

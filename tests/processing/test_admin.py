@@ -1,0 +1,50 @@
+import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
+
+from mailboxes.models import ProcessingStatus
+from processing.models import Case, Lead
+from tests.factories import EmailFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def admin_client(client):
+    client.force_login(UserFactory(is_superuser=True, is_staff=True))
+    return client
+
+
+def run_action(client, action, emails):
+    return client.post(
+        reverse("admin:mailboxes_email_changelist"),
+        {"action": action, "_selected_action": [email.pk for email in emails]},
+        follow=True,
+    )
+
+
+def test_convert_selected_emails_to_cases_twice_is_a_no_op(admin_client):
+    emails = [EmailFactory(is_history=True, processing_status=ProcessingStatus.SKIPPED) for _ in range(2)]
+    run_action(admin_client, "convert_to_case", emails)
+    response = run_action(admin_client, "convert_to_case", emails)
+    assert Case.objects.count() == 2
+    assert "2 email(s) are now in a case." in [str(m) for m in get_messages(response.wsgi_request)]
+
+
+def test_convert_to_lead_refuses_an_email_already_in_a_case(admin_client):
+    email = EmailFactory()
+    run_action(admin_client, "convert_to_case", [email])
+    response = run_action(admin_client, "convert_to_lead", [email])
+    messages = [str(m) for m in get_messages(response.wsgi_request)]
+    assert f"email {email.pk}: this email already belongs to a case" in messages
+    assert Lead.objects.count() == 0
+
+
+def test_retry_processing_resets_failed_emails(admin_client):
+    failed = EmailFactory(processing_status=ProcessingStatus.FAILED, processing_attempts=5)
+    done = EmailFactory(processing_status=ProcessingStatus.DONE)
+    run_action(admin_client, "retry_processing", [failed, done])
+    failed.refresh_from_db()
+    done.refresh_from_db()
+    assert (failed.processing_status, failed.processing_attempts) == (ProcessingStatus.PENDING, 0)
+    assert done.processing_status == ProcessingStatus.DONE
