@@ -1,0 +1,240 @@
+"""Ingestion benchmark: mailhub's full ingest vs a raw floor, on one real Dovecot folder, one run.
+
+    python bench/ingest.py [--messages 2000]      (or: make bench-ingest)
+
+Prints:
+- emails/s of the full ingest (fetch, parse, store on SQLite, attachments and raw originals),
+- emails/s of the raw floor (imapclient batch fetch + stdlib `email` parsing, storing nothing),
+  over the same folder with the same batches, and their ratio;
+- peak RSS growth while ingesting one message with a 25 MB attachment, as a ratio to its size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import email
+import email.policy
+import json
+import os
+import random
+import subprocess
+import sys
+import tempfile
+import time
+from email.message import EmailMessage
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+CHARSETS = [
+    ("utf-8", "Grüße, café, naïve — ✓"),
+    ("iso-8859-1", "Grüße, café"),
+    ("windows-1252", "“quoted” €"),
+    ("koi8-r", "Привет, мир"),
+    ("shift_jis", "こんにちは世界"),
+    ("us-ascii", "plain text"),
+]
+
+
+def realistic_message(n: int, rng: random.Random) -> bytes:
+    charset, sample = rng.choice(CHARSETS)
+    message = EmailMessage()
+    message["From"] = f"Customer {n} <customer{n}@example.com>"
+    message["To"] = "support@example.com"
+    message["Subject"] = f"Order {n}: {sample}"
+    message["Message-ID"] = f"<bench-{n}-{rng.getrandbits(32)}@example.com>"
+    message["Date"] = "Mon, 02 Nov 2026 10:00:00 +0000"
+    paragraphs = "\n\n".join(f"{sample} line {i} of message {n}." for i in range(rng.randint(3, 60)))
+    message.set_content(paragraphs, charset=charset if charset != "us-ascii" else "utf-8")
+    if rng.random() < 0.5:
+        message.add_alternative(
+            f"<html><body><p>{paragraphs}</p><img src='cid:logo'></body></html>", subtype="html"
+        )
+    kind = rng.random()
+    if kind < 0.25:  # a quarter carry an attachment, most small, some large
+        size = rng.choice([2_000, 20_000, 150_000, 600_000])
+        message.add_attachment(
+            rng.randbytes(size), maintype="application", subtype="pdf", filename=f"invoice-{n}.pdf"
+        )
+    return message.as_bytes(policy=email.policy.SMTP)
+
+
+def fill_folder(dovecot, username: str, messages: list[bytes]) -> None:
+    with dovecot.client(username) as client:
+        for raw in messages:
+            client.append("INBOX", raw)
+
+
+def raw_floor(host: str, port: int, username: str, password: str, batch_bytes: int, batch_count: int) -> int:
+    """The least any ingester must do: fetch every message in byte-bounded batches, parse it."""
+    from imapclient import IMAPClient
+
+    from mailboxes.imap import plan_fetch_batches
+
+    with IMAPClient(host, port=port, ssl=False) as client:
+        client.login(username, password)
+        client.select_folder("INBOX", readonly=True)
+        uids = client.search(["ALL"])
+        sizes = {uid: data[b"RFC822.SIZE"] for uid, data in client.fetch(uids, ["RFC822.SIZE"]).items()}
+        parsed = 0
+        for batch in plan_fetch_batches(sizes, max_bytes=batch_bytes, max_count=batch_count):
+            for data in client.fetch(batch, ["BODY.PEEK[]"]).values():
+                message = email.message_from_bytes(data[b"BODY[]"], policy=email.policy.default)
+                body = message.get_body(("plain", "html"))
+                if body is not None:
+                    body.get_content()
+                for part in message.iter_attachments():
+                    part.get_content()
+                parsed += 1
+    return parsed
+
+
+def setup_django(data_dir: str) -> None:
+    os.environ.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "mailhub.settings",
+            "SECRET_KEY": "bench-secret-key",
+            "MAILHUB_ENCRYPTION_KEYS": "3q1cXn7Wl3oH6f3m8m4zK8H4m0QO4t8s6QnXb7q2J2U=",
+            "MAILHUB_DATA_DIR": data_dir,
+            "DATABASE_URL": f"sqlite:///{data_dir}/bench.sqlite3",
+            "LOG_LEVEL": "WARNING",
+        }
+    )
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
+
+
+def make_mailbox(host: str, port: int, username: str, password: str, label: str):
+    from mailboxes.models import Mailbox
+
+    return Mailbox.objects.create(
+        label=label,
+        email=f"{label}@example.com",
+        imap_host=host,
+        imap_port=port,
+        imap_security="none",
+        imap_username=username,
+        imap_password=password,
+        history_import="all",
+    )
+
+
+def memory_child(args: argparse.Namespace) -> None:
+    """Run in a fresh process: peak RSS growth of ingesting the one big message."""
+    setup_django(args.data_dir)
+    from mailboxes.services import mailbox_poll
+
+    mailbox = make_mailbox(args.host, args.port, args.username, args.password, "big")
+    import gc
+
+    gc.collect()
+    # ru_maxrss survives fork/exec on Linux (it would report the parent's peak): reset the
+    # kernel's high-water mark instead and read it back from /proc.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = _proc_status_bytes("VmRSS")
+    result = mailbox_poll(mailbox_id=mailbox.pk)
+    peak = _proc_status_bytes("VmHWM")
+    if result.error or result.history_count != 1:
+        raise RuntimeError(f"the big message was not ingested: {result}")
+    print(json.dumps({"peak_growth": peak - before}))
+
+
+def _proc_status_bytes(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
+    for name in ("host", "username", "password", "data-dir"):
+        parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.memory_child:
+        memory_child(args)
+        return
+
+    from tests.servers import PASSWORD, DovecotServer
+
+    rng = random.Random(42)
+    with DovecotServer() as dovecot, tempfile.TemporaryDirectory(prefix="mailhub-bench-") as data_dir:
+        user = dovecot.new_account()
+        messages = [realistic_message(n, rng) for n in range(args.messages)]
+        total_bytes = sum(map(len, messages))
+        print(f"filling Dovecot with {len(messages)} messages ({total_bytes / 1e6:.1f} MB) ...", flush=True)
+        fill_folder(dovecot, user, messages)
+
+        setup_django(data_dir)
+        from django.conf import settings
+
+        from mailboxes.models import Email
+        from mailboxes.services import mailbox_poll
+
+        batch_bytes, batch_count = settings.MAILHUB_FETCH_BATCH_BYTES, settings.MAILHUB_FETCH_BATCH_MESSAGES
+        started = time.perf_counter()
+        floor_count = raw_floor(dovecot.host, dovecot.port, user, PASSWORD, batch_bytes, batch_count)
+        floor_seconds = time.perf_counter() - started
+
+        mailbox = make_mailbox(dovecot.host, dovecot.port, user, PASSWORD, "bench")
+        started = time.perf_counter()
+        result = mailbox_poll(mailbox_id=mailbox.pk)
+        ingest_seconds = time.perf_counter() - started
+        stored = Email.objects.filter(mailbox=mailbox).count()
+        if result.error or not stored == floor_count == len(messages):
+            raise RuntimeError(f"ingest incomplete: {result}, stored {stored}, floor {floor_count}")
+
+        big_user = dovecot.new_account()
+        big = EmailMessage()
+        big["From"], big["To"], big["Subject"] = "a@example.com", "b@example.com", "25 MB attachment"
+        big.set_content("see attachment")
+        big.add_attachment(
+            rng.randbytes(25 * 1024 * 1024), maintype="application", subtype="zip", filename="big.zip"
+        )
+        big_raw = big.as_bytes(policy=email.policy.SMTP)
+        fill_folder(dovecot, big_user, [big_raw])
+        child = subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--memory-child",
+                "--host",
+                dovecot.host,
+                "--port",
+                str(dovecot.port),
+                "--username",
+                big_user,
+                "--password",
+                PASSWORD,
+                "--data-dir",
+                data_dir,
+            ],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        growth = json.loads(child.stdout.strip().splitlines()[-1])["peak_growth"]
+
+    ingest_rate = len(messages) / ingest_seconds
+    floor_rate = floor_count / floor_seconds
+    print()
+    print(f"messages                     {len(messages)} ({total_bytes / 1e6:.1f} MB)")
+    print(f"raw floor (fetch + parse)    {floor_rate:8.0f} emails/s")
+    print(f"mailhub full ingest (SQLite) {ingest_rate:8.0f} emails/s")
+    print(f"ingest / floor               {ingest_rate / floor_rate:8.2f}   (target >= 0.50)")
+    print(
+        f"25 MB message: {len(big_raw) / 1e6:.1f} MB raw, peak RSS growth {growth / 1e6:.1f} MB = "
+        f"{growth / len(big_raw):.2f}x the message   (target < 4x)"
+    )
+
+
+if __name__ == "__main__":
+    main()

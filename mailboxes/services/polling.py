@@ -1,0 +1,270 @@
+"""Poll one mailbox: lease, incremental UID sync, batches bounded by bytes, error bookkeeping."""
+
+from __future__ import annotations
+
+import logging
+import random
+import secrets
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from mailboxes.imap import (
+    FolderStatus,
+    ImapError,
+    imap_fetch_messages,
+    imap_search_since,
+    imap_select_folder,
+    imap_session,
+    imap_sizes_after,
+    plan_fetch_batches,
+)
+from mailboxes.models import HistoryImport, Mailbox
+
+from .storing import email_store_fetched
+
+logger = logging.getLogger("mailhub.poll")
+
+
+@dataclass
+class PollResult:
+    mailbox_id: int
+    label: str
+    new_email_ids: list[int] = field(default_factory=list)
+    history_count: int = 0
+    duplicate_count: int = 0
+    skipped_reason: str = ""
+    error: str = ""
+    error_is_permanent: bool = False
+    duration: float = 0.0
+    # Filled by the pipeline when it runs processing in this process (poll_mailboxes).
+    processed_count: int = 0
+    processing_failures: int = 0
+    auto_replies_sent: int = 0
+
+    @property
+    def summary(self) -> str:
+        if self.skipped_reason:
+            return f"{self.label}: skipped ({self.skipped_reason})"
+        text = (
+            f"{self.label}: {len(self.new_email_ids)} new, {self.history_count} history, "
+            f"{self.duplicate_count} duplicate(s), {self.processed_count} processed "
+            f"({self.processing_failures} failed), {self.auto_replies_sent} auto-repl(y/ies) sent "
+            f"in {self.duration:.1f}s"
+        )
+        if self.error:
+            text += f"; error: {self.error}"
+        return text
+
+
+class LeaseLost(Exception):
+    """Another worker took over this mailbox (our lease expired): stop without writing more."""
+
+
+def mailbox_acquire_poll_lease(*, mailbox_id: int, seconds: int) -> str | None:
+    """Claim the mailbox for one poll with a conditional UPDATE (safe on SQLite and PostgreSQL).
+
+    Returns the lease token, or None when another live poll holds it. A worker that dies leaves
+    a lease that simply expires.
+    """
+    now = timezone.now()
+    token = secrets.token_hex(16)
+    claimed = (
+        Mailbox.objects.filter(pk=mailbox_id)
+        .filter(Q(poll_lease_expires_at__isnull=True) | Q(poll_lease_expires_at__lt=now))
+        .update(poll_lease_token=token, poll_lease_expires_at=now + timedelta(seconds=seconds))
+    )
+    return token if claimed == 1 else None
+
+
+def mailbox_renew_poll_lease(*, mailbox_id: int, token: str, seconds: int) -> None:
+    renewed = Mailbox.objects.filter(pk=mailbox_id, poll_lease_token=token).update(
+        poll_lease_expires_at=timezone.now() + timedelta(seconds=seconds)
+    )
+    if renewed != 1:
+        raise LeaseLost(f"poll lease of mailbox {mailbox_id} was taken over")
+
+
+def mailbox_release_poll_lease(*, mailbox_id: int, token: str) -> None:
+    Mailbox.objects.filter(pk=mailbox_id, poll_lease_token=token).update(
+        poll_lease_token="", poll_lease_expires_at=None
+    )
+
+
+def retry_delay(*, poll_interval: int, failures: int) -> timedelta:
+    """Exponential backoff with jitter, capped: a broken mailbox is not hammered (nor forgotten)."""
+    cap = settings.MAILHUB_POLL_BACKOFF_MAX
+    base = min(cap, max(poll_interval, 30) * (2 ** min(failures - 1, 10)))
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+
+
+def mailbox_poll(*, mailbox_id: int) -> PollResult:
+    """Fetch and store every message above the stored UID cursor of one mailbox.
+
+    Returns the ids of the new (non-history) emails, which the caller hands to processing.
+    """
+    started = time.monotonic()
+    mailbox = Mailbox.objects.get(pk=mailbox_id)
+    result = PollResult(mailbox_id=mailbox.pk, label=mailbox.label)
+    lease_seconds = settings.MAILHUB_POLL_LEASE_SECONDS
+    token = mailbox_acquire_poll_lease(mailbox_id=mailbox.pk, seconds=lease_seconds)
+    if token is None:
+        result.skipped_reason = "another poll of this mailbox is running"
+        return result
+    try:
+        mailbox.refresh_from_db()  # the cursor as the previous poll left it
+        _sync(mailbox, token, result)
+    except ImapError as exc:
+        result.error, result.error_is_permanent = str(exc), exc.permanent
+    except LeaseLost as exc:
+        result.skipped_reason = str(exc)
+    finally:
+        result.duration = time.monotonic() - started
+        _record_outcome(mailbox, result)
+        mailbox_release_poll_lease(mailbox_id=mailbox.pk, token=token)
+    # The same values as fields (LOG_FORMAT=json) and as a sentence for whoever reads the text.
+    logger.info(
+        "poll mailbox=%s label=%r new=%d history=%d duplicates=%d duration=%.2fs error=%r",
+        mailbox.pk,
+        mailbox.label,
+        len(result.new_email_ids),
+        result.history_count,
+        result.duplicate_count,
+        result.duration,
+        result.error,
+        extra={
+            "mailbox_id": mailbox.pk,
+            "mailbox": mailbox.label,
+            "new": len(result.new_email_ids),
+            "history": result.history_count,
+            "duplicates": result.duplicate_count,
+            "duration_ms": round(result.duration * 1000),
+            "error": result.error,
+        },
+    )
+    return result
+
+
+def _sync(mailbox: Mailbox, token: str, result: PollResult) -> None:
+    imap = mailbox.imap_settings()
+    with imap_session(imap) as client:
+        status = imap_select_folder(client, imap)
+        _reset_cursor_if_needed(mailbox, status)
+        sizes = imap_sizes_after(client, mailbox.imap_last_uid)
+        wanted = _drop_unwanted_history(client, mailbox, sizes)
+        batches = plan_fetch_batches(
+            wanted,
+            max_bytes=settings.MAILHUB_FETCH_BATCH_BYTES,
+            max_count=settings.MAILHUB_FETCH_BATCH_MESSAGES,
+        )
+        for batch in batches:
+            mailbox_renew_poll_lease(
+                mailbox_id=mailbox.pk, token=token, seconds=settings.MAILHUB_POLL_LEASE_SECONDS
+            )
+            messages = imap_fetch_messages(client, batch)
+            _store_batch(mailbox, status.uidvalidity, batch, messages, result)
+        if sizes:  # history older than 'since' was never fetched: step over it too
+            Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(sizes)).update(
+                imap_last_uid=max(sizes)
+            )
+
+
+def _reset_cursor_if_needed(mailbox: Mailbox, status: FolderStatus) -> None:
+    """First contact, or UIDVALIDITY changed (RFC 3501 §2.3.1.1: all old UIDs are void)."""
+    if mailbox.imap_uidvalidity == status.uidvalidity:
+        return
+    first_contact = mailbox.imap_uidvalidity is None
+    history_last_uid = status.uidnext - 1 if status.uidnext else 0
+    # 'none' skips what is already there; otherwise (re-)sync from the start: what was stored
+    # before a UIDVALIDITY change is recognised by its identity.
+    skip_existing = first_contact and mailbox.history_import == HistoryImport.NONE
+    last_uid = history_last_uid if skip_existing else 0
+    Mailbox.objects.filter(pk=mailbox.pk).update(
+        imap_uidvalidity=status.uidvalidity, imap_last_uid=last_uid, imap_history_last_uid=history_last_uid
+    )
+    mailbox.imap_uidvalidity = status.uidvalidity
+    mailbox.imap_last_uid = last_uid
+    mailbox.imap_history_last_uid = history_last_uid
+    if not first_contact:
+        logger.warning(
+            "mailbox %s: UIDVALIDITY changed to %s, re-syncing the folder", mailbox.pk, status.uidvalidity
+        )
+
+
+def _drop_unwanted_history(client, mailbox: Mailbox, sizes: dict[int, int]) -> dict[int, int]:
+    """With 'since a date', history older than the date is not fetched at all."""
+    if mailbox.history_import != HistoryImport.SINCE or not mailbox.history_since:
+        return sizes
+    history = [uid for uid in sizes if uid <= mailbox.imap_history_last_uid]
+    if not history:
+        return sizes
+    recent = imap_search_since(client, mailbox.history_since)
+    return {uid: size for uid, size in sizes.items() if uid > mailbox.imap_history_last_uid or uid in recent}
+
+
+def _store_batch(
+    mailbox: Mailbox, uidvalidity: int, batch: list[int], messages: list, result: PollResult
+) -> None:
+    """One transaction per batch: its emails and the advanced cursor commit together."""
+    with transaction.atomic():
+        for message in messages:
+            outcome = email_store_fetched(
+                mailbox=mailbox,
+                uidvalidity=uidvalidity,
+                uid=message.uid,
+                raw=message.raw,
+                internal_date=message.internal_date,
+                is_history=message.uid <= mailbox.imap_history_last_uid,
+            )
+            if outcome.email is None:
+                result.duplicate_count += 1
+            elif outcome.email.is_history:
+                result.history_count += 1
+            else:
+                result.new_email_ids.append(outcome.email.pk)
+        # Messages of the batch that vanished (expunged) before the fetch are passed over too.
+        Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(batch)).update(imap_last_uid=max(batch))
+    mailbox.imap_last_uid = max(batch)
+
+
+def _record_outcome(mailbox: Mailbox, result: PollResult) -> None:
+    if result.skipped_reason and not result.error:
+        return
+    now = timezone.now()
+    if result.error:
+        failures = mailbox.consecutive_failures + 1
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            last_polled_at=now,
+            last_error=result.error,
+            consecutive_failures=F("consecutive_failures") + 1,
+            next_poll_at=now + retry_delay(poll_interval=mailbox.poll_interval, failures=failures),
+        )
+    else:
+        Mailbox.objects.filter(pk=mailbox.pk).update(
+            last_polled_at=now,
+            last_success_at=now,
+            last_error="",
+            consecutive_failures=0,
+            next_poll_at=now + timedelta(seconds=mailbox.poll_interval),
+        )
+
+
+def mailboxes_claim_due_polls(*, now: datetime | None = None) -> list[int]:
+    """Ids of active mailboxes whose poll is due, each claimed once (even with several beats)."""
+    now = now or timezone.now()
+    due = Mailbox.objects.active().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
+    claimed = []
+    for mailbox_id, next_poll_at, interval in due.values_list("pk", "next_poll_at", "poll_interval"):
+        # Push next_poll_at ahead at once so the poll is not enqueued again while it waits in the
+        # queue; the poll itself sets the real next time when it ends.
+        won = Mailbox.objects.filter(pk=mailbox_id, next_poll_at=next_poll_at).update(
+            next_poll_at=now + timedelta(seconds=max(interval, 1))
+        )
+        if won:
+            claimed.append(mailbox_id)
+    return claimed
