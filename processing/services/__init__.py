@@ -1,0 +1,19 @@
+"""Services of the processing app: leads, cases, threading, and the per-mailbox action."""
+
+from .actions import (
+    ConversionRefused,
+    ProcessingOutcome,
+    email_convert_to_case,
+    email_convert_to_lead,
+    email_process,
+    emails_needing_processing,
+)
+
+__all__ = [
+    "ConversionRefused",
+    "ProcessingOutcome",
+    "email_convert_to_case",
+    "email_convert_to_lead",
+    "email_process",
+    "emails_needing_processing",
+]

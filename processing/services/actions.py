@@ -1,0 +1,171 @@
+"""Run a mailbox's processing action on a stored email, exactly once.
+
+Exactly once comes from the database: the email row (and its mailbox row, which serialises lead
+de-duplication and case numbers) is locked inside one transaction, the email's processing status
+is checked and set in it, and one-to-one `source_email` links refuse a second lead or case even if
+two processors got past the check.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from django.db import transaction
+from django.db.models import F
+
+from autoresponse.services import auto_replies_plan_for_email
+from mailboxes.models import Email, Mailbox, ProcessingAction, ProcessingStatus
+from processing.models import Case, CaseStatus, Lead
+
+from .cases import case_add_reply, case_create_from_email
+from .leads import lead_create_or_join_from_email
+from .threading import case_find_for_reply, referenced_message_ids
+
+logger = logging.getLogger("mailhub.processing")
+
+# After this many failed attempts an email stays 'failed' until someone retries it by hand.
+MAX_PROCESSING_ATTEMPTS = 5
+
+
+@dataclass(frozen=True)
+class ProcessingOutcome:
+    email_id: int
+    result: str  # nothing | lead_created | lead_joined | case_created | case_joined | case_follow_up
+    #              | already_done | failed
+    lead_id: int | None = None
+    case_id: int | None = None
+    error: str = ""
+    auto_reply_ids: tuple[int, ...] = ()
+
+    @property
+    def created(self) -> bool:
+        return self.result in ("lead_created", "case_created", "case_follow_up")
+
+
+class ConversionRefused(Exception):
+    """A manual conversion that contradicts what the email already is (a lead asked to be a case)."""
+
+
+def _lock(email_id: int) -> tuple[Email, Mailbox]:
+    email = Email.objects.select_for_update().get(pk=email_id)
+    mailbox = Mailbox.objects.select_for_update().get(pk=email.mailbox_id)
+    email.mailbox = mailbox
+    return email, mailbox
+
+
+def email_process(*, email_id: int) -> ProcessingOutcome:
+    """Apply the mailbox's action to one new email. Failures are recorded on the email, not raised."""
+    try:
+        with transaction.atomic():
+            email, mailbox = _lock(email_id)
+            if email.processing_status not in (ProcessingStatus.PENDING, ProcessingStatus.FAILED):
+                return ProcessingOutcome(email_id, "already_done", email.lead_id, email.case_id)
+            # Workers may take a reply before the email it answers: process that one first (the
+            # mailbox lock is held), so the reply finds its case.
+            earlier_ids = []
+            for earlier in _unprocessed_emails_it_answers(email):
+                earlier.mailbox = mailbox
+                earlier_ids += _process_locked(earlier, mailbox).auto_reply_ids
+            outcome = _process_locked(email, mailbox)
+        return replace(outcome, auto_reply_ids=tuple(earlier_ids) + outcome.auto_reply_ids)
+    except Exception as exc:  # one bad email must not stop the others; it is recorded
+        logger.exception("processing email %s failed", email_id)
+        message = f"{type(exc).__name__}: {exc}"
+        Email.objects.filter(
+            pk=email_id, processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED]
+        ).update(
+            processing_status=ProcessingStatus.FAILED,
+            processing_error=message,
+            processing_attempts=F("processing_attempts") + 1,
+        )
+        return ProcessingOutcome(email_id, "failed", error=message)
+
+
+def _unprocessed_emails_it_answers(email: Email) -> list[Email]:
+    ids = referenced_message_ids(email)
+    if not ids:
+        return []
+    return list(
+        Email.objects.select_for_update()
+        .filter(
+            mailbox_id=email.mailbox_id,
+            message_id__in=ids,
+            pk__lt=email.pk,
+            is_history=False,
+            processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED],
+        )
+        .order_by("pk")
+    )
+
+
+def _process_locked(email: Email, mailbox: Mailbox) -> ProcessingOutcome:
+    outcome = _apply_action(email, mailbox)
+    email.processing_status = ProcessingStatus.DONE
+    email.processing_error = ""
+    email.processing_attempts = F("processing_attempts") + 1
+    email.save(update_fields=["lead", "case", "processing_status", "processing_error", "processing_attempts"])
+    joined = outcome.result in ("case_joined", "lead_joined")
+    auto_reply_ids = auto_replies_plan_for_email(email=email, joined_existing=joined)
+    return replace(outcome, auto_reply_ids=tuple(auto_reply_ids))
+
+
+def _apply_action(email: Email, mailbox: Mailbox) -> ProcessingOutcome:
+    replied_case = case_find_for_reply(email=email)
+    if replied_case is not None and not (
+        replied_case.status == CaseStatus.CLOSED and mailbox.processing_action != ProcessingAction.CASE
+    ):
+        case = case_add_reply(case=replied_case, email=email)
+        email.case = case
+        result = "case_joined" if case.pk == replied_case.pk else "case_follow_up"
+        return ProcessingOutcome(email.pk, result, case_id=case.pk)
+    if mailbox.processing_action == ProcessingAction.CASE:
+        email.case = case_create_from_email(email=email)
+        return ProcessingOutcome(email.pk, "case_created", case_id=email.case.pk)
+    if mailbox.processing_action == ProcessingAction.LEAD:
+        lead = lead_create_or_join_from_email(email=email, allow_join=mailbox.lead_join_open_lead)
+        email.lead = lead
+        result = "lead_created" if lead.source_email_id == email.pk else "lead_joined"
+        return ProcessingOutcome(email.pk, result, lead_id=lead.pk)
+    return ProcessingOutcome(email.pk, "nothing")
+
+
+def email_convert_to_case(*, email_id: int) -> Case:
+    """By hand (admin, staff pages), also for history: a second call returns the same case."""
+    with transaction.atomic():
+        email, _mailbox = _lock(email_id)
+        if email.case_id:
+            return Case.objects.get(pk=email.case_id)
+        if email.lead_id:
+            raise ConversionRefused("this email already belongs to a lead")
+        email.case = case_create_from_email(email=email)
+        email.processing_status = ProcessingStatus.DONE
+        email.save(update_fields=["case", "processing_status"])
+        return email.case
+
+
+def email_convert_to_lead(*, email_id: int) -> Lead:
+    with transaction.atomic():
+        email, _mailbox = _lock(email_id)
+        if email.lead_id:
+            return Lead.objects.get(pk=email.lead_id)
+        if email.case_id:
+            raise ConversionRefused("this email already belongs to a case")
+        email.lead = lead_create_or_join_from_email(email=email, allow_join=False)
+        email.processing_status = ProcessingStatus.DONE
+        email.save(update_fields=["lead", "processing_status"])
+        return email.lead
+
+
+def emails_needing_processing(*, mailbox_id: int, stored_before: datetime | None = None) -> list[int]:
+    """New emails whose processing has not finished: just stored, interrupted by a crash, or failed
+    fewer than MAX_PROCESSING_ATTEMPTS times."""
+    emails = Email.objects.filter(
+        mailbox_id=mailbox_id,
+        processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED],
+        processing_attempts__lt=MAX_PROCESSING_ATTEMPTS,
+    )
+    if stored_before is not None:
+        emails = emails.filter(stored_at__lt=stored_before)
+    return list(emails.order_by("pk").values_list("pk", flat=True))
