@@ -1,0 +1,253 @@
+"""Auto-responses: decide (in the processing transaction), then send once (after the commit).
+
+Deciding creates one AutoReply row per (email, matching rule) — unique in the database — either
+`pending` with the fully rendered message, or `suppressed` with the reason. Sending claims a
+pending row with a conditional UPDATE (pending -> sending), so a rerun, a retry or a second worker
+can never send a second copy. A worker that dies between the SMTP transaction and marking the row
+`sent` leaves it `sending`; such rows are failed after a while instead of being sent again: a
+missing auto-reply is better than a duplicate one.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from datetime import datetime, timedelta
+from email.message import EmailMessage
+from email.policy import SMTP as SMTP_POLICY
+from email.utils import format_datetime, formataddr, make_msgid
+
+from django.db import IntegrityError, transaction
+from django.db.models import F, Q
+from django.utils import timezone
+
+from mailboxes.models import Email, Mailbox
+from mailboxes.smtp import SmtpError, smtp_send_raw
+
+from .conditions import ConditionSpec, EmailFacts, rule_matches
+from .loops import LoopCheckInput, reply_recipient, suppression_reason
+from .models import AutoReply, AutoReplyStatus, AutoResponseRule
+from .rendering import TemplateProblem, header_safe, template_render
+
+logger = logging.getLogger("mailhub.autoresponse")
+
+MAX_SEND_ATTEMPTS = 6
+# A row left 'sending' this long belongs to a worker that died mid-send.
+STALE_SENDING_AFTER = timedelta(minutes=15)
+
+
+def email_facts(email: Email) -> EmailFacts:
+    return EmailFacts(
+        subject=email.subject,
+        text_body=email.text_body,
+        sender_address=email.from_address,
+        sender_name=email.from_name,
+        to=[tuple(pair) for pair in email.to],
+        cc=[tuple(pair) for pair in email.cc],
+        headers=[tuple(pair) for pair in email.headers],
+    )
+
+
+def template_context(email: Email) -> dict:
+    """Plain values only: the sandboxed template never sees an ORM object."""
+    case = email.case
+    lead = email.lead
+    return {
+        "email": {
+            "subject": email.subject,
+            "sender_name": email.from_name,
+            "sender_address": email.from_address,
+            "date": email.date,
+            "text": email.text_body,
+        },
+        "mailbox": {"label": email.mailbox.label, "address": email.mailbox.email},
+        "case": (
+            {
+                "number": case.number,
+                "reference": case.reference,
+                "subject": case.subject,
+                "status": case.status,
+            }
+            if case
+            else None
+        ),
+        "lead": {"name": lead.name, "status": lead.status} if lead else None,
+    }
+
+
+def _own_addresses() -> frozenset[str]:
+    return frozenset(address.lower() for address in Mailbox.objects.values_list("email", flat=True))
+
+
+def _rate_limited(mailbox: Mailbox, sender: str) -> bool:
+    since = timezone.now() - timedelta(hours=mailbox.auto_reply_window_hours)
+    return AutoReply.objects.filter(
+        email__mailbox=mailbox,
+        email__from_address__iexact=sender,
+        status__in=[AutoReplyStatus.PENDING, AutoReplyStatus.SENDING, AutoReplyStatus.SENT],
+        created_at__gte=since,
+    ).exists()
+
+
+def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[int]:
+    """Decide the auto-replies of one processed email; return the ids of those to send.
+
+    Runs inside the processing transaction, which holds the mailbox row: the rate limit check and
+    the new row can't race with another email of the same sender.
+    """
+    if email.is_history:
+        return []
+    rules = list(
+        AutoResponseRule.objects.filter(mailbox_id=email.mailbox_id, is_active=True)
+        .select_related("template")
+        .prefetch_related("conditions")
+        .order_by("order", "pk")
+    )
+    if not rules:
+        return []
+    facts = email_facts(email)
+    loop_reason = suppression_reason(
+        LoopCheckInput(
+            headers=list(facts.headers),
+            sender_address=email.from_address,
+            own_addresses=_own_addresses(),
+        )
+    )
+    recipient = reply_recipient(
+        reply_to=[tuple(pair) for pair in email.reply_to], sender_address=email.from_address
+    )
+    to_send = []
+    for rule in rules:
+        if joined_existing and not rule.answer_replies:
+            continue
+        specs = [
+            ConditionSpec(field=c.field, operator=c.operator, value=c.value, header_name=c.header_name)
+            for c in rule.conditions.all()
+        ]
+        if not rule_matches(specs, rule.match, facts):
+            continue
+        reply = _decide(email, rule, recipient, loop_reason)
+        if reply is not None and reply.status == AutoReplyStatus.PENDING:
+            to_send.append(reply.pk)
+        if rule.stop_after_match:
+            break
+    return to_send
+
+
+def _decide(
+    email: Email, rule: AutoResponseRule, recipient: str, loop_reason: str | None
+) -> AutoReply | None:
+    reply = AutoReply(email=email, rule=rule, rule_name=rule.name, recipient=recipient)
+    if loop_reason:
+        reply.status, reply.reason = AutoReplyStatus.SUPPRESSED, loop_reason
+    elif not recipient:
+        reply.status, reply.reason = AutoReplyStatus.SUPPRESSED, "no valid address to answer to"
+    elif _rate_limited(email.mailbox, email.from_address):
+        reply.status = AutoReplyStatus.SUPPRESSED
+        reply.reason = (
+            f"rate limit: this sender already got an auto-response from this mailbox within "
+            f"{email.mailbox.auto_reply_window_hours} h"
+        )
+    else:
+        try:
+            message = compose_auto_reply(email=email, rule=rule, recipient=recipient)
+        except TemplateProblem as exc:
+            reply.status, reply.reason = AutoReplyStatus.FAILED, f"template {rule.template.name!r}: {exc}"
+        else:
+            reply.status = AutoReplyStatus.PENDING
+            reply.message_id = message["Message-ID"]
+            reply.subject = message["Subject"]
+            # CRLF line ends and 7-bit content (RFC 5322 §2.3): the stored text is sent as is.
+            reply.rendered_message = message.as_string(policy=SMTP_POLICY)
+    try:
+        with transaction.atomic():
+            reply.save()
+    except IntegrityError:
+        return None  # this (email, rule) was decided already: never a second decision
+    return reply
+
+
+def compose_auto_reply(*, email: Email, rule: AutoResponseRule, recipient: str) -> EmailMessage:
+    mailbox = email.mailbox
+    context = template_context(email)
+    template = rule.template
+    subject = header_safe(template_render(template.subject, context, html=False))
+    text = template_render(template.text_body, context, html=False)
+    html = template_render(template.html_body, context, html=True) if template.html_body.strip() else ""
+
+    message = EmailMessage()
+    message["From"] = formataddr((header_safe(mailbox.label), mailbox.email))
+    message["To"] = recipient
+    message["Subject"] = subject or "Re: " + header_safe(email.subject)
+    message["Date"] = format_datetime(timezone.now())
+    message["Message-ID"] = make_msgid(domain=mailbox.email.rpartition("@")[2] or "mailhub.invalid")
+    if email.message_id:
+        message["In-Reply-To"] = header_safe(email.message_id)
+        references = [ref for ref in email.references.split() if ref] + [email.message_id]
+        message["References"] = header_safe(" ".join(references[-20:]))
+    # RFC 3834 §5: mark the message as an automatic reply; Microsoft servers honour the other.
+    message["Auto-Submitted"] = "auto-replied"
+    message["X-Auto-Response-Suppress"] = "All"
+    # Quoted-printable keeps the message 7-bit: no SMTP server refuses it for lack of 8BITMIME.
+    message.set_content(text, cte="quoted-printable")
+    if html:
+        message.add_alternative(html, subtype="html", cte="quoted-printable")
+    return message
+
+
+def auto_reply_send(*, auto_reply_id: int) -> AutoReply:
+    """Send one pending auto-reply at most once. Transient SMTP errors leave it pending with a
+    backoff time; permanent ones (5xx, bad login) fail it with the reason."""
+    now = timezone.now()
+    claimed = (
+        AutoReply.objects.filter(pk=auto_reply_id, status=AutoReplyStatus.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(status=AutoReplyStatus.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    reply = AutoReply.objects.select_related("email__mailbox").get(pk=auto_reply_id)
+    if not claimed:
+        return reply
+    mailbox = reply.email.mailbox
+    try:
+        smtp_send_raw(
+            mailbox.smtp_settings(),
+            sender=mailbox.email,
+            recipients=[reply.recipient],
+            message=reply.rendered_message.encode("utf-8"),
+        )
+    except SmtpError as exc:
+        if exc.permanent or reply.attempts >= MAX_SEND_ATTEMPTS:
+            reply.status, reply.next_attempt_at = AutoReplyStatus.FAILED, None
+        else:
+            reply.status = AutoReplyStatus.PENDING
+            reply.next_attempt_at = timezone.now() + send_retry_delay(reply.attempts)
+        reply.reason = str(exc)
+        reply.save(update_fields=["status", "reason", "next_attempt_at"])
+        logger.warning("auto-reply %s not sent (%s): %s", reply.pk, reply.status, exc)
+        return reply
+    reply.status, reply.sent_at, reply.reason = AutoReplyStatus.SENT, timezone.now(), ""
+    reply.save(update_fields=["status", "sent_at", "reason"])
+    return reply
+
+
+def send_retry_delay(attempts: int) -> timedelta:
+    base = min(3600, 30 * 2 ** max(attempts - 1, 0))
+    return timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+
+
+def auto_replies_due(*, mailbox_id: int, created_before: datetime | None = None) -> list[int]:
+    """Pending auto-replies whose (re)try time has come: a lost task or a crash is caught up by
+    the next poll. Stale 'sending' rows are failed here, never resent."""
+    now = timezone.now()
+    AutoReply.objects.filter(
+        email__mailbox_id=mailbox_id, status=AutoReplyStatus.SENDING, claimed_at__lt=now - STALE_SENDING_AFTER
+    ).update(
+        status=AutoReplyStatus.FAILED,
+        reason="interrupted while sending; not retried so that no second copy can go out",
+    )
+    due = AutoReply.objects.filter(email__mailbox_id=mailbox_id, status=AutoReplyStatus.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
+    )
+    if created_before is not None:
+        due = due.filter(created_at__lt=created_before)
+    return list(due.order_by("pk").values_list("pk", flat=True))
