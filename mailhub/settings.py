@@ -193,6 +193,9 @@ MAILHUB_FETCH_BATCH_BYTES = env.int("MAILHUB_FETCH_BATCH_BYTES", default=8 * 102
 MAILHUB_FETCH_BATCH_MESSAGES = env.int("MAILHUB_FETCH_BATCH_MESSAGES", default=200)
 # A poll holds its mailbox for this long, renewed at every batch; a dead worker's lease expires.
 MAILHUB_POLL_LEASE_SECONDS = env.int("MAILHUB_POLL_LEASE_SECONDS", default=300)
+# A processing step (email to process, auto-reply to send) still pending this long after it was
+# created lost its task (worker killed, broker restarted): the next poll enqueues it again.
+MAILHUB_REQUEUE_PENDING_AFTER = env.int("MAILHUB_REQUEUE_PENDING_AFTER", default=300)
 # Longest wait between two attempts on a failing mailbox (exponential backoff up to this).
 MAILHUB_POLL_BACKOFF_MAX = env.int("MAILHUB_POLL_BACKOFF_MAX", default=3600)
 
