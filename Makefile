@@ -12,12 +12,15 @@ TEST_DEBS := dovecot-imapd redis-server postgresql chromium
 TEST_BINARIES := /usr/sbin/dovecot /usr/bin/redis-server /usr/bin/chromium
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help run test lint format migrations-check system-test-deps bootstrap clean
+.PHONY: help run test test-sqlite test-postgres lint format migrations-check system-test-deps bootstrap \
+	bench-ingest bench-web bench-scale demo clean
 
 help:
 	@echo "make run    - install, migrate and start mailhub (web + background polling) on http://$(HOST):$(PORT)/"
 	@echo "make test   - install everything the tests need and run lint + the whole test suite"
 	@echo "make lint   - ruff format --check + ruff check"
+	@echo "make demo   - a local Dovecot + SMTP sink, two demo mailboxes, and the product on :8000"
+	@echo "make bench-ingest | bench-web | bench-scale - the benchmarks (figures printed, see README)"
 
 # The virtualenv, pinned by requirements.lock so every machine installs the same versions.
 $(VENV)/.installed: requirements.lock
@@ -70,8 +73,27 @@ format: $(VENV)/.installed
 migrations-check: $(VENV)/.installed
 	DJANGO_SETTINGS_MODULE=mailhub.settings_test $(PY) manage.py makemigrations --check --dry-run
 
-test: $(VENV)/.installed system-test-deps lint migrations-check
+# The whole suite on SQLite, then again on a throwaway PostgreSQL cluster (initdb in a temp dir).
+# The browser and scale-out tests run once: the scale-out test always uses PostgreSQL itself.
+test: $(VENV)/.installed system-test-deps lint migrations-check test-sqlite test-postgres
+
+test-sqlite: $(VENV)/.installed
 	$(VENV)/bin/pytest
+
+test-postgres: $(VENV)/.installed
+	$(PY) -m tests.postgres_run -m "not browser and not scale" --ignore=tests/test_demo.py
+
+bench-ingest: $(VENV)/.installed system-test-deps
+	$(PY) bench/ingest.py
+
+bench-web: $(VENV)/.installed
+	$(PY) bench/web.py
+
+bench-scale: $(VENV)/.installed system-test-deps
+	$(PY) bench/scale.py
+
+demo: $(VENV)/.installed system-test-deps
+	$(PY) demo/run.py
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
