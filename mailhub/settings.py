@@ -163,6 +163,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "data_folder_in": str(_queue_dir / "queue"),
         "data_folder_out": str(_queue_dir / "queue"),
         "processed_folder": str(_queue_dir / "processed"),
+        # Without this kombu writes a control/ folder into the current directory.
+        "control_folder": str(_queue_dir / "control"),
         "store_processed": False,
     }
 else:
