@@ -43,6 +43,7 @@ def one_round(workers: int, per_mailbox: int, servers: dict) -> float:
         return expected["emails"] / (time.perf_counter() - started)
     finally:
         cluster.stop()
+        cluster.remove_files()
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -82,7 +83,9 @@ class ScaleCluster:
         self.postgres, self.redis, self.dovecot, self.smtp = postgres, redis, dovecot, smtp
         self.plans = list(plans or DEFAULT_PLANS)
         self.poll_interval = poll_interval
-        self.workdir = Path(tempfile.mkdtemp(prefix="mailhub-scale-"))
+        # Under var/ like the product's default data dir (see bench/ingest.py on /tmp's cost).
+        (REPO / "var").mkdir(exist_ok=True)
+        self.workdir = Path(tempfile.mkdtemp(prefix="scale-", dir=REPO / "var"))
         self.database_url = postgres.create_database(f"scale_{os.getpid()}_{int(time.time() * 1000)}")
         self.accounts: dict[str, str] = {}
         self.workers: dict[str, subprocess.Popen] = {}
@@ -203,6 +206,9 @@ class ScaleCluster:
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+
+    def remove_files(self) -> None:
+        shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stop(self) -> None:
         for name in list(self.workers):

@@ -24,6 +24,7 @@ def cluster(postgres_server, redis_server, dovecot_server, smtp_server):
     cluster.prepare(PER_MAILBOX)
     yield cluster
     cluster.stop()
+    cluster.remove_files()
 
 
 def assert_exactly_once(cluster: ScaleCluster) -> None:
