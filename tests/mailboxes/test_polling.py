@@ -303,3 +303,23 @@ def test_dispatcher_claims_each_due_mailbox_once():
     MailboxFactory(is_active=False)
     assert sorted(mailboxes_claim_due_polls(now=now)) == sorted([due.pk, never_polled.pk])
     assert mailboxes_claim_due_polls(now=now) == []  # already claimed: not enqueued twice
+
+
+def test_silent_server_times_out_and_unknown_host_is_reported(mailbox, settings):
+    import socket
+
+    settings.MAILHUB_NETWORK_TIMEOUT = 0.5
+    with socket.create_server(("127.0.0.1", 0)) as silent:  # accepts, never says a word
+        port = silent.getsockname()[1]
+        Mailbox.objects.filter(pk=mailbox.pk).update(imap_port=port)
+        timed_out = mailbox_poll(mailbox_id=mailbox.pk)
+    assert timed_out.error == f"IMAP connection to 127.0.0.1:{port} timed out"
+    assert timed_out.error_is_permanent is False
+
+    Mailbox.objects.filter(pk=mailbox.pk).update(imap_host="mailhub-test.invalid")
+    unknown = mailbox_poll(mailbox_id=mailbox.pk)
+    assert unknown.error.startswith("IMAP host 'mailhub-test.invalid' not found (DNS)")
+    assert unknown.error_is_permanent is False
+    mailbox.refresh_from_db()
+    assert mailbox.consecutive_failures == 2
+    assert mailbox.last_error == unknown.error
