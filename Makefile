@@ -93,7 +93,7 @@ bench-scale: $(VENV)/.installed system-test-deps
 	$(PY) bench/scale.py
 
 demo: $(VENV)/.installed system-test-deps
-	$(PY) demo/run.py
+	$(PY) demo/run.py --addr $(HOST) --port $(PORT)
 
 clean:
 	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache

@@ -165,6 +165,8 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_queue_dir / "processed"),
         # Without this kombu writes a control/ folder into the current directory.
         "control_folder": str(_queue_dir / "control"),
+        # kombu looks for new messages once a second by default: one task per second per worker.
+        "polling_interval": 0.1,
         "store_processed": False,
     }
 else:
@@ -191,6 +193,10 @@ CELERY_BEAT_SCHEDULE = {
 # --- mailhub ------------------------------------------------------------------------------
 # Network timeout (seconds) of one IMAP or SMTP operation.
 MAILHUB_NETWORK_TIMEOUT = env.float("MAILHUB_NETWORK_TIMEOUT", default=30.0)
+# Optional path to a PEM bundle of extra CA certificates, trusted for IMAP/SMTP TLS in addition
+# to the system CAs: for mail servers with certificates from a private (company) CA. Certificates
+# and host names are always verified; empty = system CAs only.
+MAILHUB_TLS_CA_FILE = env.str("MAILHUB_TLS_CA_FILE", default="")
 # One UID FETCH asks for at most this many bytes (by RFC822.SIZE) or messages; a larger message
 # is fetched alone. Each batch commits with the advanced UID cursor.
 MAILHUB_FETCH_BATCH_BYTES = env.int("MAILHUB_FETCH_BATCH_BYTES", default=8 * 1024 * 1024)
@@ -203,13 +209,21 @@ MAILHUB_REQUEUE_PENDING_AFTER = env.int("MAILHUB_REQUEUE_PENDING_AFTER", default
 # Longest wait between two attempts on a failing mailbox (exponential backoff up to this).
 MAILHUB_POLL_BACKOFF_MAX = env.int("MAILHUB_POLL_BACKOFF_MAX", default=3600)
 
+LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+if LOG_FORMAT not in ("plain", "json"):
+    raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
     "formatters": {
         "plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"},
+        # One JSON object per line (time, level, logger, message and the `extra=` fields).
+        "json": {"()": "mailhub.logging.JsonFormatter"},
     },
-    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
     "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+# Celery replaces the root logger's handlers in the worker with its own plain-text ones unless
+# told not to; with JSON logs the worker must keep ours so that every line is JSON.
+CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"
