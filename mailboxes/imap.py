@@ -3,6 +3,11 @@
 Errors are translated into `ImapError` with a `permanent` flag: permanent ones (bad credentials,
 missing folder, TLS misconfiguration) need an admin; transient ones (refused, timeout, dropped
 connection) are retried with backoff.
+
+TLS: security "ssl" is implicit TLS (IMAPS, usually port 993), "starttls" upgrades a plain
+connection (usually port 143) and refuses to log in if the server does not offer STARTTLS,
+"none" is plain text. Certificates are always verified, hostname included, against the system
+CAs plus, if set, the PEM bundle `ImapSettings.ca_file` (a company's private CA).
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from datetime import UTC, date, datetime
 import imapclient
 from imapclient.exceptions import IMAPClientError, LoginError
 
+from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
+
 
 @dataclass(frozen=True)
 class ImapSettings:
@@ -27,6 +34,7 @@ class ImapSettings:
     password: str
     folder: str = "INBOX"
     timeout: float = 30.0
+    ca_file: str = ""  # PEM CA bundle trusted in addition to the system CAs (MAILHUB_TLS_CA_FILE)
 
 
 class ImapError(Exception):
@@ -42,6 +50,13 @@ class FolderStatus:
     message_count: int
 
 
+def _ssl_context(imap: ImapSettings) -> ssl.SSLContext:
+    try:
+        return verifying_context(imap.ca_file)
+    except CaFileError as exc:
+        raise ImapError(f"IMAP {exc}", permanent=True) from exc
+
+
 def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
     where = f"{imap.host}:{imap.port}"
     if isinstance(exc, LoginError):
@@ -49,7 +64,16 @@ def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
     if isinstance(exc, socket.gaierror):
         return ImapError(f"IMAP host {imap.host!r} not found (DNS): {exc}", permanent=False)
     if isinstance(exc, ssl.SSLCertVerificationError):
-        return ImapError(f"IMAP TLS certificate of {where} rejected: {exc}", permanent=True)
+        return ImapError(
+            f"IMAP TLS certificate of {where} rejected: {certificate_problem(exc, imap.ca_file)}",
+            permanent=True,
+        )
+    if isinstance(exc, ssl.SSLError) and imap.security == "ssl" and exc.reason in NOT_TLS_REASONS:
+        return ImapError(
+            f"IMAP server {where} did not answer in TLS: security setting mismatch? 'ssl' is "
+            f"implicit TLS (usually port 993); a plain port (usually 143) needs 'starttls' ({exc})",
+            permanent=True,
+        )
     if isinstance(exc, ssl.SSLError):
         return ImapError(f"IMAP TLS error with {where}: {exc}", permanent=True)
     if isinstance(exc, ConnectionRefusedError):
@@ -64,7 +88,7 @@ def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
 @contextmanager
 def imap_session(imap: ImapSettings) -> Iterator[imapclient.IMAPClient]:
     """A logged-in IMAPClient; always logged out (or closed) afterwards."""
-    context = ssl.create_default_context()
+    context = _ssl_context(imap) if imap.security in ("ssl", "starttls") else None
     try:
         client = imapclient.IMAPClient(
             imap.host,
@@ -74,12 +98,27 @@ def imap_session(imap: ImapSettings) -> Iterator[imapclient.IMAPClient]:
             timeout=imap.timeout,
         )
     except (OSError, IMAPClientError) as exc:
+        if imap.security != "ssl" and isinstance(exc, TimeoutError) and _tls_port(imap):
+            raise ImapError(
+                f"IMAP server {imap.host}:{imap.port} expects TLS from the first byte (no plain-text "
+                "greeting): security setting mismatch? This port needs 'ssl' (implicit TLS)",
+                permanent=True,
+            ) from exc
         raise _translate(exc, imap) from exc
     client.normalise_times = False  # keep INTERNALDATE's zone instead of naive local time
     try:
         if imap.security == "starttls":
+            if not client.has_capability("STARTTLS"):
+                raise ImapError(
+                    f"IMAP server {imap.host}:{imap.port} does not offer STARTTLS (the password was not "
+                    "sent): use 'ssl' with its implicit-TLS port (usually 993) if it has one",
+                    permanent=True,
+                )
             client.starttls(context)
         client.login(imap.username, imap.password)
+    except ImapError:
+        _close_quietly(client)
+        raise
     except (OSError, IMAPClientError) as exc:
         _close_quietly(client)
         raise _translate(exc, imap) from exc
@@ -96,6 +135,12 @@ def imap_session(imap: ImapSettings) -> Iterator[imapclient.IMAPClient]:
             client.logout()
         except (OSError, IMAPClientError, EOFError):
             _close_quietly(client)
+
+
+def _tls_port(imap: ImapSettings) -> bool:
+    """After a greeting timeout in plain text: does the port wait for a TLS hello instead?"""
+    # System CAs suffice: a certificate failing verification still proves TLS is spoken there.
+    return speaks_tls(imap.host, imap.port, min(imap.timeout, 5.0))
 
 
 def _close_quietly(client: imapclient.IMAPClient) -> None:

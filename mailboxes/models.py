@@ -161,6 +161,7 @@ class Mailbox(models.Model):
             password=self.imap_password,
             folder=self.imap_folder,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
+            ca_file=settings.MAILHUB_TLS_CA_FILE,
         )
 
     def smtp_settings(self) -> SmtpSettings:
@@ -171,6 +172,7 @@ class Mailbox(models.Model):
             username=self.smtp_username,
             password=self.smtp_password,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
+            ca_file=settings.MAILHUB_TLS_CA_FILE,
         )
 
 

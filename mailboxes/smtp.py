@@ -1,7 +1,12 @@
 """The SMTP gateway: the only module that talks SMTP (smtplib). No ORM here.
 
 `SmtpError.permanent` follows RFC 5321 §4.2.1: 5yz replies are permanent, 4yz transient; network
-failures are transient; bad credentials are permanent.
+failures are transient; bad credentials and TLS misconfiguration are permanent.
+
+TLS: security "ssl" is implicit TLS (SMTPS, usually port 465), "starttls" upgrades a plain
+connection (usually port 587) and refuses to go on if the server does not offer STARTTLS,
+"none" is plain text. Certificates are always verified, hostname included, against the system
+CAs plus, if set, the PEM bundle `SmtpSettings.ca_file` (a company's private CA).
 """
 
 from __future__ import annotations
@@ -14,6 +19,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 
+from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
+
 
 @dataclass(frozen=True)
 class SmtpSettings:
@@ -23,6 +30,7 @@ class SmtpSettings:
     username: str = ""
     password: str = ""
     timeout: float = 30.0
+    ca_file: str = ""  # PEM CA bundle trusted in addition to the system CAs (MAILHUB_TLS_CA_FILE)
 
 
 class SmtpError(Exception):
@@ -30,6 +38,13 @@ class SmtpError(Exception):
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+
+
+def _ssl_context(smtp: SmtpSettings) -> ssl.SSLContext:
+    try:
+        return verifying_context(smtp.ca_file)
+    except CaFileError as exc:
+        raise SmtpError(f"SMTP {exc}", permanent=True) from exc
 
 
 def _translate(exc: BaseException, smtp: SmtpSettings) -> SmtpError:
@@ -56,6 +71,17 @@ def _translate(exc: BaseException, smtp: SmtpSettings) -> SmtpError:
         )
     if isinstance(exc, socket.gaierror):
         return SmtpError(f"SMTP host {smtp.host!r} not found (DNS): {exc}", permanent=False)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return SmtpError(
+            f"SMTP TLS certificate of {where} rejected: {certificate_problem(exc, smtp.ca_file)}",
+            permanent=True,
+        )
+    if isinstance(exc, ssl.SSLError) and smtp.security == "ssl" and exc.reason in NOT_TLS_REASONS:
+        return SmtpError(
+            f"SMTP server {where} did not answer in TLS: security setting mismatch? 'ssl' is "
+            f"implicit TLS (usually port 465); a plain port (usually 587 or 25) needs 'starttls' ({exc})",
+            permanent=True,
+        )
     if isinstance(exc, ssl.SSLError):
         return SmtpError(f"SMTP TLS error with {where}: {exc}", permanent=True)
     if isinstance(exc, ConnectionRefusedError):
@@ -69,19 +95,38 @@ def _text(value: bytes | str) -> str:
     return value.decode(errors="replace") if isinstance(value, bytes) else str(value)
 
 
+def _connect(smtp: SmtpSettings, context: ssl.SSLContext | None) -> smtplib.SMTP:
+    if smtp.security == "ssl":
+        return smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
+    try:
+        return smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+    except smtplib.SMTPServerDisconnected as exc:
+        # smtplib reports a greeting timeout as a disconnection caused by a TimeoutError.
+        if isinstance(exc.__context__, TimeoutError) and speaks_tls(
+            smtp.host, smtp.port, min(smtp.timeout, 5.0)
+        ):
+            raise SmtpError(
+                f"SMTP server {smtp.host}:{smtp.port} expects TLS from the first byte (no plain-text "
+                "greeting): security setting mismatch? This port needs 'ssl' (implicit TLS)",
+                permanent=True,
+            ) from exc
+        raise
+
+
 @contextmanager
 def smtp_session(smtp: SmtpSettings) -> Iterator[smtplib.SMTP]:
-    context = ssl.create_default_context()
+    context = _ssl_context(smtp) if smtp.security in ("ssl", "starttls") else None
     try:
-        if smtp.security == "ssl":
-            client: smtplib.SMTP = smtplib.SMTP_SSL(
-                smtp.host, smtp.port, timeout=smtp.timeout, context=context
-            )
-        else:
-            client = smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
+        client = _connect(smtp, context)
         try:
             client.ehlo()
             if smtp.security == "starttls":
+                if not client.has_extn("starttls"):
+                    raise SmtpError(
+                        f"SMTP server {smtp.host}:{smtp.port} does not offer STARTTLS (the password "
+                        "was not sent): use 'ssl' with its implicit-TLS port (usually 465) if it has one",
+                        permanent=True,
+                    )
                 client.starttls(context=context)
                 client.ehlo()
             if smtp.username:

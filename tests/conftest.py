@@ -13,6 +13,8 @@ if __package__:  # someone made tests/ a package: this module is tests.conftest
         PostgresServer,
         RecordingSmtpServer,
         RedisServer,
+        TlsFiles,
+        session_tls_files,
     )
 else:  # pytest put tests/ on sys.path (rootdir conftest, no tests/__init__.py)
     from servers import (
@@ -23,6 +25,8 @@ else:  # pytest put tests/ on sys.path (rootdir conftest, no tests/__init__.py)
         PostgresServer,
         RecordingSmtpServer,
         RedisServer,
+        TlsFiles,
+        session_tls_files,
     )
 
 
@@ -57,6 +61,35 @@ def smtp_server() -> Iterator[RecordingSmtpServer]:
 def smtp_auth_server() -> Iterator[RecordingSmtpServer]:
     """Requires AUTH (LOGIN/PLAIN) as `smtp-user` / PASSWORD before MAIL FROM."""
     with RecordingSmtpServer(username="smtp-user", password=PASSWORD) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def tls_files() -> TlsFiles:
+    """A private CA, a server certificate it signed for 127.0.0.1/localhost, an unrelated CA."""
+    return session_tls_files()
+
+
+@pytest.fixture(scope="session")
+def dovecot_tls_server(tls_files: TlsFiles) -> Iterator[DovecotServer]:
+    """A second Dovecot with TLS: STARTTLS on `.port`, implicit TLS (imaps) on `.tls_port`."""
+    with DovecotServer(tls=tls_files) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_starttls_server(tls_files: TlsFiles) -> Iterator[RecordingSmtpServer]:
+    """Offers STARTTLS (not required) and requires AUTH as `smtp-user` / PASSWORD."""
+    with RecordingSmtpServer(username="smtp-user", password=PASSWORD, tls=tls_files) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_tls_server(tls_files: TlsFiles) -> Iterator[RecordingSmtpServer]:
+    """Implicit TLS (SMTPS) from the first byte; requires AUTH as `smtp-user` / PASSWORD."""
+    with RecordingSmtpServer(
+        username="smtp-user", password=PASSWORD, tls=tls_files, implicit_tls=True
+    ) as server:
         yield server
 
 

@@ -1,4 +1,5 @@
-"""Real servers for integration tests: Dovecot, aiosmtpd, Redis, PostgreSQL and a cutting TCP proxy.
+"""Real servers for integration tests: Dovecot, aiosmtpd, Redis, PostgreSQL and a cutting TCP proxy,
+plus throw-away TLS certificates for them.
 
 Each is a plain class with start()/stop() and context-manager support; tests/conftest.py wraps
 them in lazily started session fixtures.
@@ -10,6 +11,7 @@ from .postgres import PostgresServer
 from .proxy import CuttingTcpProxy
 from .redis import RedisServer
 from .smtp import ReceivedMessage, RecordingSmtpServer
+from .tls import TlsFiles, generate_tls_files, session_tls_files
 
 __all__ = [
     "PASSWORD",
@@ -21,8 +23,11 @@ __all__ = [
     "RecordingSmtpServer",
     "RedisServer",
     "ServerStartError",
+    "TlsFiles",
     "free_port",
+    "generate_tls_files",
     "require_binary",
+    "session_tls_files",
     "wait_for_port",
     "world_readable_tempdir",
 ]

@@ -36,6 +36,7 @@ from .common import (
     wait_for_port,
     world_readable_tempdir,
 )
+from .tls import TlsFiles
 
 DOVECOT = "/usr/sbin/dovecot"
 PASSWORD = "secret"
@@ -43,14 +44,14 @@ RECENT = rb"\Recent"
 _APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]")
 
 _CONFIG = """\
-# Written by tests/servers/dovecot.py for one test run: IMAP only, loopback only, no TLS.
+# Written by tests/servers/dovecot.py for one test run: IMAP only, loopback only, {tls_summary}.
 protocols = imap
 listen = {host}
 base_dir = {base}/run
 state_dir = {base}/state
 instance_name = {instance}
 log_path = {base}/dovecot.log
-ssl = no
+{ssl_settings}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 # Wrong passwords are tested on purpose: don't make them slow (see also anvil below).
@@ -106,7 +107,7 @@ service imap-login {{
     port = {port}
   }}
   inet_listener imaps {{
-    port = 0
+{imaps_listener}
   }}
 }}
 
@@ -121,13 +122,40 @@ service anvil {{
 """
 
 
-class DovecotServer(ManagedServer):
-    """`dovecot -F` with its own config and state in a temp dir, listening on 127.0.0.1."""
+_NO_TLS = "ssl = no"
+_NO_IMAPS = "    port = 0"
+# STARTTLS stays available on the plain port; plaintext logins too (disable_plaintext_auth).
+_TLS = """\
+ssl = yes
+ssl_cert = <{cert}
+ssl_key = <{key}"""
+_IMAPS = """\
+    address = {host}
+    port = {port}
+    ssl = yes"""
 
-    def __init__(self, port: int | None = None, *, separator: str = ".", host: str = LOCALHOST) -> None:
+
+class DovecotServer(ManagedServer):
+    """`dovecot -F` with its own config and state in a temp dir, listening on 127.0.0.1.
+
+    With `tls` (see tls.py), the plain port `port` offers STARTTLS and a second listener on
+    `tls_port` speaks implicit TLS (imaps); without it, there is no TLS at all (`ssl = no`,
+    no STARTTLS capability) and `tls_port` is None.
+    """
+
+    def __init__(
+        self,
+        port: int | None = None,
+        *,
+        separator: str = ".",
+        host: str = LOCALHOST,
+        tls: TlsFiles | None = None,
+    ) -> None:
         self.host = host
         self._fixed_port = port
         self.port = port or 0
+        self.tls = tls
+        self.tls_port: int | None = None
         self.separator = separator
         self.base_dir: Path | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -139,11 +167,15 @@ class DovecotServer(ManagedServer):
         if self.running:
             return
         binary = require_binary(DOVECOT, "dovecot-imapd")
+        if self.tls is not None:
+            self._check_tls_readable()
         started = time.monotonic()
         for attempt in range(3):
             # A restart keeps the port (clients reconnect to the same address), but not the
             # mail: stop() deletes the server's directory.
             self.port = self.port or free_port(self.host)
+            if self.tls is not None:
+                self.tls_port = self.tls_port or free_port(self.host)
             self.base_dir = world_readable_tempdir("mailhub-dovecot-")
             config = self._write_config()
             self._process = spawn(
@@ -156,12 +188,17 @@ class DovecotServer(ManagedServer):
             register_running(self)
             try:
                 wait_for_port(self.host, self.port, process=self._process)
+                if self.tls_port is not None:
+                    wait_for_port(self.host, self.tls_port, process=self._process)
             except (ServerStartError, TimeoutError) as exc:
                 log = self.log_text()
                 self.stop()
-                # Another process may have taken the port between free_port() and the bind.
-                if "Address already in use" in log and self._fixed_port is None and attempt < 2:
-                    self.port = 0
+                # Another process may have taken a port between free_port() and the bind.
+                retry = self._fixed_port is None or self.tls is not None
+                if "Address already in use" in log and retry and attempt < 2:
+                    if self._fixed_port is None:
+                        self.port = 0
+                    self.tls_port = None
                     continue
                 raise ServerStartError(f"Dovecot did not start: {exc}\n{log[-4000:]}") from exc
             self.startup_seconds = time.monotonic() - started
@@ -202,9 +239,18 @@ class DovecotServer(ManagedServer):
         home = self.base_dir / "home"
         if is_root():
             os.chown(home, mail_uid, mail_gid)
+        if self.tls is None:
+            tls_summary, ssl_settings, imaps_listener = "no TLS", _NO_TLS, _NO_IMAPS
+        else:
+            tls_summary = "STARTTLS on the plain port, implicit TLS on the imaps one"
+            ssl_settings = _TLS.format(cert=self.tls.cert_file, key=self.tls.key_file)
+            imaps_listener = _IMAPS.format(host=self.host, port=self.tls_port)
         config = self.base_dir / "dovecot.conf"
         config.write_text(
             _CONFIG.format(
+                tls_summary=tls_summary,
+                ssl_settings=ssl_settings,
+                imaps_listener=imaps_listener,
                 host=self.host,
                 port=self.port,
                 base=self.base_dir,
@@ -219,6 +265,18 @@ class DovecotServer(ManagedServer):
             )
         )
         return config
+
+    def _check_tls_readable(self) -> None:
+        """Fail early, with a clear message, if Dovecot can't read the certificate or the key.
+
+        `ssl_key = <file` is read by Dovecot's config process, which runs as the user that
+        started Dovecot (root, or ourselves when unprivileged); the login processes (dovenull)
+        get the key from it over the config socket, so the key may stay private (0600).
+        """
+        assert self.tls is not None
+        for path in (self.tls.cert_file, self.tls.key_file):
+            if not os.access(path, os.R_OK):
+                raise ServerStartError(f"Dovecot can't read its TLS file {path}")
 
     def log_text(self) -> str:
         """Dovecot's log plus what the master printed before its log service ran."""

@@ -1,8 +1,8 @@
 """An in-process SMTP server (aiosmtpd) that records what it receives.
 
-It can require AUTH (LOGIN/PLAIN, without TLS since it only listens on loopback), answer
-temporary failures on demand, and be stopped and restarted on the same port to simulate an
-SMTP outage.
+It can require AUTH (LOGIN/PLAIN, allowed without TLS since it only listens on loopback), offer
+STARTTLS or speak implicit TLS with the certificates of tls.py, answer temporary failures on
+demand, and be stopped and restarted on the same port to simulate an SMTP outage.
 """
 
 import threading
@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .common import LOCALHOST, ManagedServer, free_port, register_running, unregister_running
+from .tls import TlsFiles
 
 FailureStage = Literal["rcpt", "data"]
 
@@ -37,6 +38,10 @@ class RecordingSmtpServer(ManagedServer):
 
     With `username`/`password`, AUTH LOGIN/PLAIN is advertised and required before MAIL FROM;
     wrong credentials get `535 5.7.8`.
+
+    With `tls`, STARTTLS is offered (not required); with `implicit_tls=True` as well, the port
+    speaks TLS from the first byte instead (SMTPS, like port 465) and offers no STARTTLS.
+    `wrong_host=True` presents a certificate of the same CA that names another host.
     """
 
     def __init__(
@@ -46,8 +51,16 @@ class RecordingSmtpServer(ManagedServer):
         username: str | None = None,
         password: str | None = None,
         host: str = LOCALHOST,
+        tls: TlsFiles | None = None,
+        implicit_tls: bool = False,
+        wrong_host: bool = False,
     ) -> None:
+        if (implicit_tls or wrong_host) and tls is None:
+            raise ValueError("implicit_tls and wrong_host need tls files")
         self.host = host
+        self.tls = tls
+        self.implicit_tls = implicit_tls
+        self.wrong_host = wrong_host
         self.port = port or 0
         self.username = username
         self.password = password
@@ -70,6 +83,14 @@ class RecordingSmtpServer(ManagedServer):
         if not self.port:
             self.port = free_port(self.host)
         auth = self.username is not None
+        tls_kwargs: dict[str, Any] = {}
+        if self.tls is not None:
+            context = self.tls.server_context(wrong_host=self.wrong_host)
+            if self.implicit_tls:
+                # The Controller wraps the listening socket: TLS from the first byte.
+                tls_kwargs = {"ssl_context": context}
+            else:
+                tls_kwargs = {"tls_context": context, "require_starttls": False}
         controller = Controller(
             _Handler(self),
             hostname=self.host,
@@ -80,6 +101,7 @@ class RecordingSmtpServer(ManagedServer):
             # AUTH without TLS is the point on loopback. AUTH is required by handle_MAIL rather
             # than auth_required=True, which warns about this on every connection.
             auth_require_tls=False,
+            **tls_kwargs,
         )
         controller.start()
         self._controller = controller
