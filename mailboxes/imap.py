@@ -86,8 +86,13 @@ def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
 
 
 @contextmanager
-def imap_session(imap: ImapSettings) -> Iterator[imapclient.IMAPClient]:
-    """A logged-in IMAPClient; always logged out (or closed) afterwards."""
+def imap_session(imap: ImapSettings) -> Iterator[ImapConnection]:
+    """A logged-in session; always logged out (or closed) afterwards.
+
+    Only the session's own operations are translated into ImapError: an error raised by the
+    caller's code inside the `with` (a full disk while storing, say) passes through unchanged,
+    so that it is never reported as a problem of the mail server.
+    """
     context = _ssl_context(imap) if imap.security in ("ssl", "starttls") else None
     try:
         client = imapclient.IMAPClient(
@@ -123,10 +128,7 @@ def imap_session(imap: ImapSettings) -> Iterator[imapclient.IMAPClient]:
         _close_quietly(client)
         raise _translate(exc, imap) from exc
     try:
-        yield client
-    except (OSError, IMAPClientError, EOFError) as exc:
-        _close_quietly(client)
-        raise _translate(exc, imap) from exc
+        yield ImapConnection(client, imap)
     except BaseException:
         _close_quietly(client)
         raise
@@ -148,27 +150,10 @@ def _close_quietly(client: imapclient.IMAPClient) -> None:
         client.shutdown()
 
 
-def imap_select_folder(client: imapclient.IMAPClient, imap: ImapSettings) -> FolderStatus:
-    """SELECT read-only: we never change the shared mailbox (flags stay as its people left them)."""
-    try:
-        response = client.select_folder(imap.folder, readonly=True)
-    except IMAPClientError as exc:
-        if not client.folder_exists(imap.folder):
-            raise ImapError(
-                f"IMAP folder {imap.folder!r} does not exist for {imap.username!r}", permanent=True
-            ) from exc
-        raise
-    return FolderStatus(
-        uidvalidity=int(response[b"UIDVALIDITY"]),
-        uidnext=int(response.get(b"UIDNEXT", 0)),
-        message_count=int(response.get(b"EXISTS", 0)),
-    )
-
-
 def imap_check_connection(imap: ImapSettings) -> str:
     """Log in, select the folder, and say what was found (for the admin's 'Test connection')."""
-    with imap_session(imap) as client:
-        status = imap_select_folder(client, imap)
+    with imap_session(imap) as connection:
+        status = connection.select_folder()
     return (
         f"IMAP OK: logged in to {imap.host}:{imap.port} as {imap.username!r}, folder {imap.folder!r} "
         f"has {status.message_count} message(s) (UIDVALIDITY {status.uidvalidity})."
@@ -186,39 +171,76 @@ class FetchedMessage:
 _UIDS_PER_COMMAND = 2000
 
 
-def imap_sizes_after(client: imapclient.IMAPClient, last_uid: int) -> dict[int, int]:
-    """UID -> RFC822.SIZE of every message above `last_uid`.
+class ImapConnection:
+    """The IMAP operations mailhub needs, on one logged-in session."""
 
-    RFC 3501 §6.4.8: "n:*" always includes the highest UID even when it is below n, so the result
-    is filtered again here.
-    """
-    uids = sorted(int(uid) for uid in client.search(["UID", f"{last_uid + 1}:*"]) if int(uid) > last_uid)
-    sizes: dict[int, int] = {}
-    for start in range(0, len(uids), _UIDS_PER_COMMAND):
-        chunk = uids[start : start + _UIDS_PER_COMMAND]
-        for uid, data in client.fetch(chunk, ["RFC822.SIZE"]).items():
-            sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
-    return sizes
+    def __init__(self, client: imapclient.IMAPClient, imap: ImapSettings) -> None:
+        self._client = client
+        self._imap = imap
 
+    @contextmanager
+    def _translated_errors(self) -> Iterator[None]:
+        try:
+            yield
+        except ImapError:
+            raise
+        except (OSError, IMAPClientError, EOFError) as exc:
+            raise _translate(exc, self._imap) from exc
 
-def imap_search_since(client: imapclient.IMAPClient, since: date) -> set[int]:
-    return {int(uid) for uid in client.search(["SINCE", since])}
+    def select_folder(self) -> FolderStatus:
+        """SELECT read-only: we never change the shared mailbox (flags stay as its people left
+        them)."""
+        with self._translated_errors():
+            try:
+                response = self._client.select_folder(self._imap.folder, readonly=True)
+            except IMAPClientError as exc:
+                if not self._client.folder_exists(self._imap.folder):
+                    raise ImapError(
+                        f"IMAP folder {self._imap.folder!r} does not exist for {self._imap.username!r}",
+                        permanent=True,
+                    ) from exc
+                raise
+        return FolderStatus(
+            uidvalidity=int(response[b"UIDVALIDITY"]),
+            uidnext=int(response.get(b"UIDNEXT", 0)),
+            message_count=int(response.get(b"EXISTS", 0)),
+        )
 
+    def sizes_after(self, last_uid: int) -> dict[int, int]:
+        """UID -> RFC822.SIZE of every message above `last_uid`.
 
-def imap_fetch_messages(client: imapclient.IMAPClient, uids: list[int]) -> list[FetchedMessage]:
-    """Fetch whole messages with BODY.PEEK[] so that \\Seen flags stay untouched (RFC 3501 §6.4.5)."""
-    response = client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
-    messages = []
-    for uid in sorted(response):
-        data = response.pop(uid)  # drop the response's reference early: messages can be large
-        raw = data.get(b"BODY[]")
-        if raw is None:  # expunged between the size listing and the fetch
-            continue
-        internal = data.get(b"INTERNALDATE")
-        if isinstance(internal, datetime) and internal.tzinfo is None:
-            internal = internal.replace(tzinfo=UTC)
-        messages.append(FetchedMessage(uid=int(uid), raw=bytes(raw), internal_date=internal))
-    return messages
+        RFC 3501 §6.4.8: "n:*" always includes the highest UID even when it is below n, so the
+        result is filtered again here.
+        """
+        with self._translated_errors():
+            found = self._client.search(["UID", f"{last_uid + 1}:*"])
+            uids = sorted(int(uid) for uid in found if int(uid) > last_uid)
+            sizes: dict[int, int] = {}
+            for start in range(0, len(uids), _UIDS_PER_COMMAND):
+                chunk = uids[start : start + _UIDS_PER_COMMAND]
+                for uid, data in self._client.fetch(chunk, ["RFC822.SIZE"]).items():
+                    sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
+        return sizes
+
+    def search_since(self, since: date) -> set[int]:
+        with self._translated_errors():
+            return {int(uid) for uid in self._client.search(["SINCE", since])}
+
+    def fetch_messages(self, uids: list[int]) -> list[FetchedMessage]:
+        """Whole messages with BODY.PEEK[], so that \\Seen flags stay untouched (RFC 3501 §6.4.5)."""
+        with self._translated_errors():
+            response = self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+        messages = []
+        for uid in sorted(response):
+            data = response.pop(uid)  # drop the response's reference early: messages can be large
+            raw = data.get(b"BODY[]")
+            if raw is None:  # expunged between the size listing and the fetch
+                continue
+            internal = data.get(b"INTERNALDATE")
+            if isinstance(internal, datetime) and internal.tzinfo is None:
+                internal = internal.replace(tzinfo=UTC)
+            messages.append(FetchedMessage(uid=int(uid), raw=bytes(raw), internal_date=internal))
+        return messages
 
 
 def plan_fetch_batches(sizes: dict[int, int], *, max_bytes: int, max_count: int) -> list[list[int]]:

@@ -14,16 +14,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from mailboxes.imap import (
-    FolderStatus,
-    ImapError,
-    imap_fetch_messages,
-    imap_search_since,
-    imap_select_folder,
-    imap_session,
-    imap_sizes_after,
-    plan_fetch_batches,
-)
+from mailboxes.imap import FolderStatus, ImapConnection, ImapError, imap_session, plan_fetch_batches
 from mailboxes.models import HistoryImport, Mailbox
 
 from .storing import email_store_fetched
@@ -123,6 +114,12 @@ def mailbox_poll(*, mailbox_id: int) -> PollResult:
         result.error, result.error_is_permanent = str(exc), exc.permanent
     except LeaseLost as exc:
         result.skipped_reason = str(exc)
+    except Exception as exc:
+        # Our side failed (disk full, database down, a bug), not the mail server nor a message:
+        # the batch rolled back with its cursor, so the next poll fetches it again. Recorded
+        # apart from transport errors, and never mistaken for a successful poll.
+        logger.exception("poll of mailbox %s failed on our side", mailbox.pk)
+        result.error = f"internal error while storing: {type(exc).__name__}: {exc}"
     finally:
         result.duration = time.monotonic() - started
         _record_outcome(mailbox, result)
@@ -152,11 +149,11 @@ def mailbox_poll(*, mailbox_id: int) -> PollResult:
 
 def _sync(mailbox: Mailbox, token: str, result: PollResult) -> None:
     imap = mailbox.imap_settings()
-    with imap_session(imap) as client:
-        status = imap_select_folder(client, imap)
+    with imap_session(imap) as connection:
+        status = connection.select_folder()
         _reset_cursor_if_needed(mailbox, status)
-        sizes = imap_sizes_after(client, mailbox.imap_last_uid)
-        wanted = _drop_unwanted_history(client, mailbox, sizes)
+        sizes = connection.sizes_after(mailbox.imap_last_uid)
+        wanted = _drop_unwanted_history(connection, mailbox, sizes)
         batches = plan_fetch_batches(
             wanted,
             max_bytes=settings.MAILHUB_FETCH_BATCH_BYTES,
@@ -166,7 +163,7 @@ def _sync(mailbox: Mailbox, token: str, result: PollResult) -> None:
             mailbox_renew_poll_lease(
                 mailbox_id=mailbox.pk, token=token, seconds=settings.MAILHUB_POLL_LEASE_SECONDS
             )
-            messages = imap_fetch_messages(client, batch)
+            messages = connection.fetch_messages(batch)
             _store_batch(mailbox, status.uidvalidity, batch, messages, result)
         if sizes:  # history older than 'since' was never fetched: step over it too
             Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(sizes)).update(
@@ -196,14 +193,16 @@ def _reset_cursor_if_needed(mailbox: Mailbox, status: FolderStatus) -> None:
         )
 
 
-def _drop_unwanted_history(client, mailbox: Mailbox, sizes: dict[int, int]) -> dict[int, int]:
+def _drop_unwanted_history(
+    connection: ImapConnection, mailbox: Mailbox, sizes: dict[int, int]
+) -> dict[int, int]:
     """With 'since a date', history older than the date is not fetched at all."""
     if mailbox.history_import != HistoryImport.SINCE or not mailbox.history_since:
         return sizes
     history = [uid for uid in sizes if uid <= mailbox.imap_history_last_uid]
     if not history:
         return sizes
-    recent = imap_search_since(client, mailbox.history_since)
+    recent = connection.search_since(mailbox.history_since)
     return {uid: size for uid, size in sizes.items() if uid > mailbox.imap_history_last_uid or uid in recent}
 
 
@@ -211,6 +210,7 @@ def _store_batch(
     mailbox: Mailbox, uidvalidity: int, batch: list[int], messages: list, result: PollResult
 ) -> None:
     """One transaction per batch: its emails and the advanced cursor commit together."""
+    new_ids, history, duplicates = [], 0, 0
     with transaction.atomic():
         for message in messages:
             outcome = email_store_fetched(
@@ -222,13 +222,17 @@ def _store_batch(
                 is_history=message.uid <= mailbox.imap_history_last_uid,
             )
             if outcome.email is None:
-                result.duplicate_count += 1
+                duplicates += 1
             elif outcome.email.is_history:
-                result.history_count += 1
+                history += 1
             else:
-                result.new_email_ids.append(outcome.email.pk)
+                new_ids.append(outcome.email.pk)
         # Messages of the batch that vanished (expunged) before the fetch are passed over too.
         Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(batch)).update(imap_last_uid=max(batch))
+    # Counted only once committed: a batch that rolled back stored nothing.
+    result.new_email_ids += new_ids
+    result.history_count += history
+    result.duplicate_count += duplicates
     mailbox.imap_last_uid = max(batch)
 
 

@@ -323,3 +323,59 @@ def test_silent_server_times_out_and_unknown_host_is_reported(mailbox, settings)
     mailbox.refresh_from_db()
     assert mailbox.consecutive_failures == 2
     assert mailbox.last_error == unknown.error
+
+
+def test_parser_crash_on_one_message_does_not_stop_the_batch(mailbox, imap_account, monkeypatch):
+    from mailboxes.services import storing
+
+    first_poll_of_empty_folder(mailbox)
+    for n in range(3):
+        imap_account.append(make_message(n))
+    real_parse = storing.parse_email
+
+    def parse_or_crash(raw: bytes):
+        if b"Subject: Message 1\r\n" in raw:
+            raise RecursionError("maximum recursion depth exceeded")
+        return real_parse(raw)
+
+    monkeypatch.setattr(storing, "parse_email", parse_or_crash)
+    result = mailbox_poll(mailbox_id=mailbox.pk)
+    assert (result.error, len(result.new_email_ids)) == ("", 3)
+    crashed = Email.objects.get(uid=2)
+    assert crashed.parse_problem == "parser crashed: RecursionError: maximum recursion depth exceeded"
+    assert crashed.subject == ""
+    with crashed.raw.open("rb") as raw:
+        assert b"Subject: Message 1" in raw.read()  # the original is kept whole
+    assert sorted(Email.objects.exclude(uid=2).values_list("subject", flat=True)) == [
+        "Message 0",
+        "Message 2",
+    ]
+
+
+def test_storage_failure_rolls_back_the_batch_and_is_recorded_as_our_error(
+    mailbox, imap_account, monkeypatch
+):
+    from mailboxes.services import storing
+
+    first_poll_of_empty_folder(mailbox)
+    for n in range(3):
+        imap_account.append(make_message(n))
+    real_store = storing.Attachment.objects.bulk_create
+    calls = {"n": 0}
+
+    def disk_full(objs, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise OSError(28, "No space left on device")
+        return real_store(objs, *args, **kwargs)
+
+    monkeypatch.setattr(storing.Attachment.objects, "bulk_create", disk_full)
+    failed = mailbox_poll(mailbox_id=mailbox.pk)
+    assert failed.error == "internal error while storing: OSError: [Errno 28] No space left on device"
+    assert failed.error_is_permanent is False
+    assert Email.objects.count() == 0  # the whole batch rolled back with its cursor
+    mailbox.refresh_from_db()
+    assert (mailbox.imap_last_uid, mailbox.consecutive_failures) == (0, 1)
+    assert mailbox.last_success_at is not None  # from the first poll only
+    monkeypatch.undo()
+    assert len(mailbox_poll(mailbox_id=mailbox.pk).new_email_ids) == 3
