@@ -5,7 +5,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
-from django.db.models import Q
+from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
@@ -176,6 +176,19 @@ class Mailbox(models.Model):
         )
 
 
+class SubjectSortKey(models.Func):
+    """Case-insensitive sort key of a subject: its first 100 characters, lowercased.
+
+    The length is written into the SQL, not passed as a query parameter, so the grid's ORDER BY
+    and keyset WHERE are character-for-character the indexed expression (SQLite only uses an
+    expression index for an identical expression), and a PostgreSQL B-tree entry stays far below
+    its ~2.7 kB limit whatever the subject's length.
+    """
+
+    template = "LOWER(SUBSTR(%(expressions)s, 1, 100))"
+    output_field = models.TextField()
+
+
 class Email(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="emails")
     uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY")
@@ -240,6 +253,26 @@ class Email(models.Model):
         ]
         indexes = [
             models.Index(fields=["mailbox", "-received_at", "-id"], name="email_mailbox_received"),
+            # The staff grid pages by seek (keyset) on (sort key, id) within a mailbox: each sort
+            # has its index so that any page, however deep, reads only the rows it shows.
+            models.Index(fields=["mailbox", "from_address", "id"], name="email_mailbox_sender"),
+            models.Index(F("mailbox"), SubjectSortKey("subject"), F("id"), name="email_mailbox_subject"),
+            # The "has case" / "has lead" filters: without these the newest-first walk of a
+            # mailbox where few emails match would read every email to fill one page.
+            models.Index(
+                fields=["mailbox", "-received_at", "-id"],
+                condition=Q(case__isnull=False),
+                name="email_mailbox_received_case",
+            ),
+            models.Index(
+                fields=["mailbox", "-received_at", "-id"],
+                condition=Q(lead__isnull=False),
+                name="email_mailbox_received_lead",
+            ),
+            # "New since your last visit" counts emails above a per-user id watermark.
+            models.Index(fields=["mailbox", "id"], name="email_mailbox_id"),
+            # The thread of an email: the replies that name it in In-Reply-To (RFC 5322 §3.6.4).
+            models.Index(fields=["mailbox", "in_reply_to"], name="email_mailbox_in_reply_to"),
         ]
 
     def __str__(self) -> str:
@@ -266,3 +299,70 @@ class Attachment(models.Model):
 
     def __str__(self) -> str:
         return self.filename
+
+
+class MailboxViewPreferenceManager(models.Manager):
+    def choose(self, *, user, mailbox: Mailbox | None) -> None:
+        """Remember the view; the caller has checked that `user` may see `mailbox`."""
+        self.update_or_create(user=user, defaults={"mailbox": mailbox})
+
+
+class MailboxViewPreference(models.Model):
+    """The view a user last chose in My Emails, kept across visits and devices.
+
+    `mailbox` null means "All my mailboxes". Access is checked again whenever it is read: a
+    mailbox the user has lost access to is never shown, the view falls back to all mailboxes.
+    """
+
+    user = models.OneToOneField(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mailbox_view_preference"
+    )
+    mailbox = models.ForeignKey(Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
+    updated_at = models.DateTimeField(auto_now=True)
+
+    objects = MailboxViewPreferenceManager()
+
+    def __str__(self) -> str:
+        return f"{self.user}: {self.mailbox.label if self.mailbox else 'All my mailboxes'}"
+
+
+class MailboxVisitManager(models.Manager):
+    def record(self, *, user, mailbox_ids: list[int], seen_up_to_email_id: int) -> None:
+        """Mark the mailboxes seen up to an email id: one upsert whatever their number."""
+        now = timezone.now()
+        self.bulk_create(
+            [
+                MailboxVisit(
+                    user=user, mailbox_id=pk, seen_up_to_email_id=seen_up_to_email_id, visited_at=now
+                )
+                for pk in mailbox_ids
+            ],
+            update_conflicts=True,
+            unique_fields=["user", "mailbox"],
+            update_fields=["seen_up_to_email_id", "visited_at"],
+        )
+
+
+class MailboxVisit(models.Model):
+    """Up to which email a user has looked at a mailbox: emails stored after it are "new" to them.
+
+    A watermark on the email id rather than on a date: ids grow in storing order, while
+    `received_at` is the server's INTERNALDATE and may lie before a visit that preceded the poll.
+    """
+
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="mailbox_visits"
+    )
+    mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="visits")
+    seen_up_to_email_id = models.BigIntegerField(default=0)
+    visited_at = models.DateTimeField(default=timezone.now)
+
+    objects = MailboxVisitManager()
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "mailbox"], name="mailbox_visit_unique_user_mailbox"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} saw {self.mailbox_id} up to email {self.seen_up_to_email_id}"

@@ -6,6 +6,7 @@ from django.conf import settings
 from django.db import IntegrityError, models, transaction
 from django.db.models import Max
 from django.urls import NoReverseMatch, reverse
+from django.utils import timezone
 
 
 class LeadStatus(models.TextChoices):
@@ -150,3 +151,46 @@ class Case(models.Model):
     @property
     def reference(self) -> str:
         return f"#{self.number}"
+
+
+class CaseEvent(models.Model):
+    """Audit trail of a case: who changed which field, from what to what, and when.
+
+    Values are stored as text (choice codes for status and priority, the username for the
+    assignee) so the trail still reads correctly after users are renamed or deleted; `username`
+    keeps who did it when the user row is gone.
+    """
+
+    case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    username = models.CharField(max_length=150, blank=True)
+    field = models.CharField(max_length=30)
+    old_value = models.TextField(blank=True)
+    new_value = models.TextField(blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        # Newest change first; the fields of one change in the order they were recorded.
+        ordering = ["-created_at", "id"]
+        indexes = [models.Index(fields=["case", "-created_at", "id"], name="case_event_case_created")]
+
+    def __str__(self) -> str:
+        return (
+            f"{self.case.reference} {self.field}: {self.old_value!r} -> {self.new_value!r} by {self.username}"
+        )
+
+    @property
+    def old_display(self) -> str:
+        return self._display(self.old_value)
+
+    @property
+    def new_display(self) -> str:
+        return self._display(self.new_value)
+
+    def _display(self, value: str) -> str:
+        labels = {"status": CaseStatus, "priority": CasePriority}.get(self.field)
+        if labels is not None and value in labels.values:
+            return str(labels(value).label)
+        return value or "nobody"

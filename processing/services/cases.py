@@ -1,11 +1,12 @@
-"""Cases created from emails, and emails joining them."""
+"""Cases created from emails, emails joining them, and staff changing them."""
 
 from __future__ import annotations
 
+from django.db import transaction
 from django.utils import timezone
 
 from mailboxes.models import Email
-from processing.models import Case, CaseStatus
+from processing.models import Case, CaseEvent, CaseStatus
 
 
 def case_create_from_email(*, email: Email, previous_case: Case | None = None) -> Case:
@@ -36,3 +37,50 @@ def case_add_reply(*, case: Case, email: Email) -> Case:
     case.updated_at = timezone.now()
     case.save(update_fields=["status", "resolved_at", "updated_at"])
     return case
+
+
+def _username(user) -> str:
+    return user.get_username() if user is not None else ""
+
+
+def case_update(*, case_id: int, user, status: str, priority: str, assignee) -> list[CaseEvent]:
+    """Change a case's status, priority and assignee, recording one CaseEvent per changed field.
+
+    The old values are read from the row locked in this transaction, not from the page the user
+    saw: two people saving at once both get an exact trail. `resolved_at` is set when the case
+    becomes resolved and cleared when it is reopened (open or in progress again).
+    """
+    with transaction.atomic():
+        case = Case.objects.select_for_update().get(pk=case_id)
+        now = timezone.now()
+        changes = []
+        if case.status != status:
+            changes.append(("status", case.status, status))
+            if status == CaseStatus.RESOLVED:
+                case.resolved_at = now
+            elif status in (CaseStatus.OPEN, CaseStatus.IN_PROGRESS):
+                case.resolved_at = None
+            case.status = status
+        if case.priority != priority:
+            changes.append(("priority", case.priority, priority))
+            case.priority = priority
+        if case.assignee_id != (assignee.pk if assignee else None):
+            changes.append(("assignee", _username(case.assignee), _username(assignee)))
+            case.assignee = assignee
+        if not changes:
+            return []
+        case.save(update_fields=["status", "priority", "assignee", "resolved_at", "updated_at"])
+        return CaseEvent.objects.bulk_create(
+            [
+                CaseEvent(
+                    case=case,
+                    user=user,
+                    username=_username(user),
+                    field=field,
+                    old_value=old,
+                    new_value=new,
+                    created_at=now,
+                )
+                for field, old, new in changes
+            ]
+        )
