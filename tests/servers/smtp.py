@@ -5,6 +5,7 @@ STARTTLS or speak implicit TLS with the certificates of tls.py, answer temporary
 demand, and be stopped and restarted on the same port to simulate an SMTP outage.
 """
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -18,6 +19,10 @@ from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .common import LOCALHOST, ManagedServer, free_port, register_running, unregister_running
 from .tls import TlsFiles
+
+# aiosmtpd logs every connection at INFO from its own thread, which can outlive a test's captured
+# stream and print "--- Logging error ---" tracebacks: only its warnings are worth seeing here.
+logging.getLogger("mail.log").setLevel(logging.WARNING)
 
 FailureStage = Literal["rcpt", "data"]
 
