@@ -22,8 +22,10 @@ from .services import PollResult, mailbox_poll
 
 def mailbox_poll_and_process(*, mailbox_id: int, run_inline: bool) -> PollResult:
     result = mailbox_poll(mailbox_id=mailbox_id)
-    if result.skipped_reason:
+    if result.skipped_reason and not result.new_email_ids:
         return result  # another worker holds this mailbox and does the rest
+    # Also after losing the lease mid-poll: the batches committed before that are ours to hand
+    # on, the poller that took over sees them as already stored.
     if run_inline:
         _process_inline(mailbox_id, result)
     else:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
+from django.core.files.storage import default_storage
 from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
@@ -164,7 +165,7 @@ def _sync(mailbox: Mailbox, token: str, result: PollResult) -> None:
                 mailbox_id=mailbox.pk, token=token, seconds=settings.MAILHUB_POLL_LEASE_SECONDS
             )
             messages = connection.fetch_messages(batch)
-            _store_batch(mailbox, status.uidvalidity, batch, messages, result)
+            _store_batch(mailbox, token, status.uidvalidity, batch, messages, result)
         if sizes:  # history older than 'since' was never fetched: step over it too
             Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(sizes)).update(
                 imap_last_uid=max(sizes)
@@ -207,28 +208,43 @@ def _drop_unwanted_history(
 
 
 def _store_batch(
-    mailbox: Mailbox, uidvalidity: int, batch: list[int], messages: list, result: PollResult
+    mailbox: Mailbox, token: str, uidvalidity: int, batch: list[int], messages: list, result: PollResult
 ) -> None:
-    """One transaction per batch: its emails and the advanced cursor commit together."""
+    """One transaction per batch: its emails and the advanced cursor commit together, and only
+    while the lease is still ours (the conditional UPDATE also locks the mailbox row until the
+    commit, so a poller taking over waits for this batch rather than racing it)."""
     new_ids, history, duplicates = [], 0, 0
-    with transaction.atomic():
-        for message in messages:
-            outcome = email_store_fetched(
-                mailbox=mailbox,
-                uidvalidity=uidvalidity,
-                uid=message.uid,
-                raw=message.raw,
-                internal_date=message.internal_date,
-                is_history=message.uid <= mailbox.imap_history_last_uid,
+    written: list[str] = []
+    try:
+        with transaction.atomic():
+            mailbox_renew_poll_lease(
+                mailbox_id=mailbox.pk, token=token, seconds=settings.MAILHUB_POLL_LEASE_SECONDS
             )
-            if outcome.email is None:
-                duplicates += 1
-            elif outcome.email.is_history:
-                history += 1
-            else:
-                new_ids.append(outcome.email.pk)
-        # Messages of the batch that vanished (expunged) before the fetch are passed over too.
-        Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(batch)).update(imap_last_uid=max(batch))
+            for message in messages:
+                outcome = email_store_fetched(
+                    mailbox=mailbox,
+                    uidvalidity=uidvalidity,
+                    uid=message.uid,
+                    raw=message.raw,
+                    internal_date=message.internal_date,
+                    is_history=message.uid <= mailbox.imap_history_last_uid,
+                    written_files=written,
+                )
+                if outcome.email is None:
+                    duplicates += 1
+                elif outcome.email.is_history:
+                    history += 1
+                else:
+                    new_ids.append(outcome.email.pk)
+            # Messages of the batch that vanished (expunged) before the fetch are passed over too.
+            Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(batch)).update(
+                imap_last_uid=max(batch)
+            )
+    except BaseException:
+        # The rows are gone with the rollback; their files must not stay behind as orphans.
+        for name in written:
+            default_storage.delete(name)
+        raise
     # Counted only once committed: a batch that rolled back stored nothing.
     result.new_email_ids += new_ids
     result.history_count += history

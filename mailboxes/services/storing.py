@@ -23,6 +23,7 @@ _MAX_ID = 998
 _MAX_NAME = 255
 _MAX_ADDRESS = 320
 _HASH_CHUNK = 1 << 20
+_MAX_REFERENCES = 100
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,14 @@ def _headers_for_identity(raw: bytes, header_end: int) -> bytes:
     return b"\n".join(line.strip() for line in head.splitlines() if line.lower().startswith(wanted))
 
 
+def _capped_references(references: list[str]) -> list[str]:
+    """The first and the newest ids are what threading needs (RFC 5322 §3.6.4 trims the same
+    way); a hostile References with 70,000 ids would otherwise ride along on every lookup."""
+    if len(references) <= _MAX_REFERENCES:
+        return references
+    return [references[0], *references[-(_MAX_REFERENCES - 1) :]]
+
+
 def _pairs(addresses: list[ParsedAddress]) -> list[list[str]]:
     return [[address.name[:_MAX_NAME], address.address[:_MAX_ADDRESS]] for address in addresses]
 
@@ -73,6 +82,7 @@ def email_store_fetched(
     raw: bytes,
     internal_date: datetime | None,
     is_history: bool,
+    written_files: list[str] | None = None,
 ) -> StoreOutcome:
     """Store one message exactly once. Never raises for bad message content.
 
@@ -96,7 +106,7 @@ def email_store_fetched(
         uid=uid,
         message_id=parsed.message_id[:_MAX_ID],
         in_reply_to=parsed.in_reply_to[:_MAX_ID],
-        references="\n".join(parsed.references),
+        references="\n".join(_capped_references(parsed.references)),
         subject=parsed.subject,
         from_name=parsed.from_name[:_MAX_NAME],
         from_address=parsed.from_address[:_MAX_ADDRESS],
@@ -116,12 +126,15 @@ def email_store_fetched(
         is_history=is_history,
         processing_status=ProcessingStatus.SKIPPED if is_history else ProcessingStatus.PENDING,
     )
+    written = written_files if written_files is not None else []
     email.raw.save(f"{mailbox.pk}-{uidvalidity}-{uid}.eml", ContentFile(raw), save=False)
+    written.append(email.raw.name)
     try:
         with transaction.atomic():
             email.save()
     except IntegrityError:
         default_storage.delete(email.raw.name)
+        written.remove(email.raw.name)
         duplicate = Email.objects.filter(mailbox=mailbox, identity=identity).values_list("pk", flat=True)
         if not duplicate:
             raise  # not a duplicate: a real constraint problem the caller must see
@@ -140,6 +153,7 @@ def email_store_fetched(
         # The stored name is ours (the sender's filename is only metadata): no path tricks.
         stored_name = f"{email.pk}-{index}-{uuid.uuid4().hex}.bin"
         attachment.file.save(stored_name, ContentFile(part.payload), save=False)
+        written.append(attachment.file.name)
         attachments.append(attachment)
     Attachment.objects.bulk_create(attachments)
     return StoreOutcome(email=email)

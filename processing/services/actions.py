@@ -49,8 +49,11 @@ class ConversionRefused(Exception):
 
 
 def _lock(email_id: int) -> tuple[Email, Mailbox]:
+    # Always the mailbox row first, then emails: a reply and the email it answers, processed at
+    # once, would otherwise each hold one email and wait for the other (a PostgreSQL deadlock).
+    mailbox_id = Email.objects.values_list("mailbox_id", flat=True).get(pk=email_id)
+    mailbox = Mailbox.objects.select_for_update().get(pk=mailbox_id)
     email = Email.objects.select_for_update().get(pk=email_id)
-    mailbox = Mailbox.objects.select_for_update().get(pk=email.mailbox_id)
     email.mailbox = mailbox
     return email, mailbox
 
