@@ -2,7 +2,8 @@
 
 Replies are recognised, in this order, by RFC 5322 §3.6.4 headers (In-Reply-To, then References,
 newest first) naming an email of a case in the same mailbox, and by the case token `[#1042]` in
-the subject, which survives mail clients that drop those headers.
+the subject, which survives mail clients that drop those headers — the token only from a sender
+who is already on the case, since case numbers can be guessed.
 """
 
 from __future__ import annotations
@@ -45,8 +46,22 @@ def case_find_for_reply(*, email: Email) -> Case | None:
                 return Case.objects.get(pk=case_by_message[message_id])
     match = CASE_TOKEN.search(email.subject or "")
     if match:
-        return Case.objects.filter(mailbox_id=email.mailbox_id, number=int(match.group(1))).first()
+        case = Case.objects.filter(mailbox_id=email.mailbox_id, number=int(match.group(1))).first()
+        if case is not None and _sender_is_on_the_case(email, case):
+            return case
     return None
+
+
+def _sender_is_on_the_case(email: Email, case: Case) -> bool:
+    """Case numbers are short and sequential: anybody can guess `[#1042]`. The token alone only
+    threads mail from the reporter or from someone who already wrote into the case; a stranger's
+    email opens its own case instead of landing in (or reopening) somebody else's."""
+    sender = (email.from_address or "").lower()
+    if not sender:
+        return False
+    if sender == case.reporter_address.lower():
+        return True
+    return case.emails.filter(from_address__iexact=sender).exclude(pk=email.pk).exists()
 
 
 def _reply_lookups():

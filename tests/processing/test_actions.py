@@ -84,6 +84,28 @@ def test_reply_joins_the_case(case_mailbox, how):
     assert set(case.emails.values_list("pk", flat=True)) == {original.pk, reply.pk}
 
 
+def test_subject_token_from_a_stranger_does_not_join(case_mailbox):
+    original = EmailFactory(mailbox=case_mailbox, from_address="alice@example.com")
+    email_process(email_id=original.pk)
+    case = Case.objects.get()
+    case.status = CaseStatus.RESOLVED
+    case.save()
+    stranger = EmailFactory(
+        mailbox=case_mailbox, from_address="mallory@evil.example", subject=f"Re: [#{case.number}] hi"
+    )
+    assert email_process(email_id=stranger.pk).result == "case_created"
+    case.refresh_from_db()
+    assert (case.status, case.emails.count()) == (CaseStatus.RESOLVED, 1)  # not reopened, not joined
+    colleague = EmailFactory(
+        mailbox=case_mailbox, from_address="bob@example.com", in_reply_to=original.message_id
+    )
+    email_process(email_id=colleague.pk)  # joins by header: now on the case
+    by_token = EmailFactory(
+        mailbox=case_mailbox, from_address="BOB@example.com", subject=f"[#{case.number}] more"
+    )
+    assert email_process(email_id=by_token.pk).result == "case_joined"
+
+
 def test_subject_token_of_another_mailbox_does_not_join(case_mailbox):
     other_case = Case.objects.create(subject="x", mailbox=MailboxFactory())
     email = EmailFactory(mailbox=case_mailbox, subject=f"[#{other_case.number}] hi")
