@@ -12,7 +12,7 @@ import binascii
 import json
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 
 from django.contrib.auth import get_user_model
 from django.db import connections
@@ -253,7 +253,7 @@ def emails_filtered(emails: QuerySet[Email], query: EmailGridQuery) -> QuerySet[
         emails = emails.filter(has_attachments=True)
     if query.received_from:
         emails = emails.filter(received_at__gte=_start_of_day(query.received_from))
-    if query.received_until:
+    if query.received_until and query.received_until < date.max:  # "until 9999-12-31": no limit
         emails = emails.filter(received_at__lt=_start_of_day(query.received_until + timedelta(days=1)))
     terms = search_terms(query.search)
     if terms:
@@ -281,14 +281,20 @@ def _decode_cursor(sort: str, token: str | None) -> _Cursor | None:
     if not token:
         return None
     try:
+        if len(token) > 4096:
+            return None
         key, pk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
-        if not isinstance(key, str) or not isinstance(pk, int):
+        if not isinstance(key, str) or not isinstance(pk, int) or "\x00" in key:
             return None
         if sort == "received":
             moment = datetime.fromisoformat(key)
-            return _Cursor(moment if timezone.is_aware(moment) else timezone.make_aware(moment), pk)
+            moment = moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+            # Normalised here so that an out-of-range instant fails now, not in the database.
+            return _Cursor(moment.astimezone(UTC), pk)
         return _Cursor(key, pk)
-    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+    # A tampered cursor (nesting deep enough for RecursionError, a year-1 or year-9999 instant
+    # that overflows in another zone) just means "first page".
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error, UnicodeDecodeError):
         return None
 
 

@@ -229,7 +229,7 @@ def email_view_select(request: HttpRequest) -> HttpResponse:
     choice = request.POST.get("view", "")
     mailbox = None
     if choice != "all":
-        if not choice.isdigit():
+        if not (choice.isascii() and choice.isdecimal()):
             raise Http404("No such mailbox.")
         mailbox = mailbox_get_for_user(user=request.user, pk=int(choice))
         if mailbox is None:

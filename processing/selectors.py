@@ -72,14 +72,17 @@ def _person_condition(field: str, person: str, user) -> Q:
         return Q(**{f"{field}_id": user.pk})
     if person == NOBODY:
         return Q(**{f"{field}__isnull": True})
-    if person.isdigit():
+    if person.isascii() and person.isdecimal():
         return Q(**{f"{field}_id": int(person)})
     return Q()
 
 
 def lead_list(*, user, query: ListQuery) -> QuerySet[Lead]:
     leads = (
-        leads_visible_to(user).select_related("mailbox", "owner").defer(*without_mailbox_secrets("mailbox"))
+        leads_visible_to(user)
+        .select_related("mailbox", "owner")
+        # The notes are a whole email body, chosen by the sender: never loaded for a list.
+        .defer("notes", *without_mailbox_secrets("mailbox"))
     )
     if query.status:
         leads = leads.filter(status=query.status)
@@ -95,7 +98,8 @@ def case_list(*, user, query: ListQuery) -> QuerySet[Case]:
     cases = (
         cases_visible_to(user)
         .select_related("mailbox", "assignee")
-        .defer(*without_mailbox_secrets("mailbox"))
+        # The description is a whole email body, chosen by the sender: never loaded for a list.
+        .defer("description", *without_mailbox_secrets("mailbox"))
     )
     if query.status:
         cases = cases.filter(status=query.status)
@@ -109,7 +113,7 @@ def case_list(*, user, query: ListQuery) -> QuerySet[Case]:
             | Q(reporter_address__icontains=term)
         )
         number = term.lstrip("#")
-        if number.isdigit():
+        if number.isascii() and number.isdecimal() and len(number) <= 9:
             condition |= Q(number=int(number))
         cases = cases.filter(condition)
     return cases.order_by("-created_at", "-pk")
