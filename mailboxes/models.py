@@ -327,15 +327,13 @@ class MailboxViewPreference(models.Model):
 
 
 class MailboxVisitManager(models.Manager):
-    def record(self, *, user, mailbox_ids: list[int], seen_up_to_email_id: int) -> None:
-        """Mark the mailboxes seen up to an email id: one upsert whatever their number."""
+    def record(self, *, user, seen_up_to: dict[int, int]) -> None:
+        """Mark each mailbox seen up to its email id: one upsert whatever their number."""
         now = timezone.now()
         self.bulk_create(
             [
-                MailboxVisit(
-                    user=user, mailbox_id=pk, seen_up_to_email_id=seen_up_to_email_id, visited_at=now
-                )
-                for pk in mailbox_ids
+                MailboxVisit(user=user, mailbox_id=pk, seen_up_to_email_id=email_id, visited_at=now)
+                for pk, email_id in seen_up_to.items()
             ],
             update_conflicts=True,
             unique_fields=["user", "mailbox"],

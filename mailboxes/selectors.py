@@ -19,6 +19,7 @@ from django.db import connections
 from django.db.models import (
     F,
     IntegerField,
+    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -143,9 +144,20 @@ def email_view_for_user(*, user) -> EmailView:
     return EmailView(mailboxes=mailboxes, mailbox=chosen)
 
 
-def latest_email_id() -> int:
-    """The highest email id stored so far (the watermark of "seen"): one index lookup."""
-    return Email.objects.order_by("-pk").values_list("pk", flat=True).first() or 0
+def latest_email_ids(*, mailbox_ids: list[int]) -> dict[int, int]:
+    """Per mailbox, the highest email id stored so far (the watermark of "seen"): one query.
+
+    Per mailbox, not one global maximum: on PostgreSQL ids are taken at insert, not at commit,
+    so a long batch of one mailbox can commit after another mailbox stored a higher id. Within a
+    mailbox, polls run one at a time (the lease), so its ids do commit in order.
+    """
+    rows = (
+        Email.objects.filter(mailbox_id__in=mailbox_ids)
+        .values("mailbox_id")
+        .annotate(highest=Max("pk"))
+        .values_list("mailbox_id", "highest")
+    )
+    return dict(rows)
 
 
 # -- the grid -------------------------------------------------------------------------------------

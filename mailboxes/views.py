@@ -38,7 +38,7 @@ from .selectors import (
     email_grid_page,
     email_thread,
     email_view_for_user,
-    latest_email_id,
+    latest_email_ids,
     mailbox_get_for_user,
 )
 
@@ -118,8 +118,9 @@ class EmailGridForm(forms.Form):
 @login_required
 @require_GET
 def email_list(request: HttpRequest) -> HttpResponse:
-    seen_up_to = latest_email_id()  # before the grid: whatever arrives later stays new
     view = email_view_for_user(user=request.user)
+    # Before the grid: whatever arrives later stays new.
+    seen_up_to = latest_email_ids(mailbox_ids=view.mailbox_ids)
     form = EmailGridForm(request.GET)
     query = form.grid_query()
     page_size = form.value("per_page", DEFAULT_PAGE_SIZE)
@@ -136,9 +137,7 @@ def email_list(request: HttpRequest) -> HttpResponse:
         page_number = 1  # walked back to the start
     first_page = page_number == 1
     if first_page and view.mailbox_ids:
-        MailboxVisit.objects.record(
-            user=request.user, mailbox_ids=view.mailbox_ids, seen_up_to_email_id=seen_up_to
-        )
+        MailboxVisit.objects.record(user=request.user, seen_up_to=seen_up_to)
     # The rows that are new to this reader: above the watermark of the previous visit.
     seen_before = {box.pk: box.seen_up_to for box in view.mailboxes}
     for email in page.emails:
