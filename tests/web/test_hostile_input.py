@@ -94,3 +94,21 @@ def test_lists_never_load_whole_bodies(staff_client):
         selects = " ".join(q["sql"] for q in queries.captured_queries)
         assert '"description"' not in selects
         assert '"notes"' not in selects
+
+
+def test_detail_page_of_a_message_with_huge_header_and_recipient_lists_stays_small(client):
+    user = UserFactory()
+    mailbox = MailboxFactory()
+    mailbox.authorized_users.add(user)
+    recipients = [[f"Person {n}", f"p{n}@example.com"] for n in range(5_000)]
+    headers = [[f"X-Junk-{n}", "v" * 5_000] for n in range(1_000)]
+    email = EmailFactory(mailbox=mailbox, to=recipients, cc=recipients, headers=headers)
+    client.force_login(user)
+    response = client.get(f"/emails/{email.pk}/")
+    page = response.content.decode()
+    assert response.status_code == 200
+    assert "p49@example.com" in page
+    assert "p50@example.com" not in page
+    assert page.count("and 4950 more") == 2
+    assert "800 more headers" in page
+    assert len(page) < 600_000  # instead of ~5 MB of junk headers and 10,000 addresses
