@@ -14,6 +14,7 @@ algorithm mail readers use, as specified for JMAP in RFC 8621 §4.1.4.
 from __future__ import annotations
 
 import binascii
+import functools
 import mimetypes
 import re
 from dataclasses import dataclass, field
@@ -54,6 +55,7 @@ _CID_REF = re.compile(r"""cid:([^"'\s>)]+)""", re.IGNORECASE)
 _OBS_FIELD_NAME = re.compile(rb"(?m)^([!-9;-~]+)[ \t]+:")
 _BODY_TYPES = ("text/plain", "text/html")
 _CHUNK = 1 << 16
+_CACHED_HEADER_CHARS = 512
 
 
 class _BoundedHeaders(HeaderRegistry):
@@ -65,7 +67,18 @@ class _BoundedHeaders(HeaderRegistry):
     """
 
     def __call__(self, name: str, value: str) -> BaseHeader:
-        return super().__call__(name, value[:MAX_HEADER_PARSE])
+        value = value[:MAX_HEADER_PARSE]
+        if len(value) <= _CACHED_HEADER_CHARS:
+            return self._parsed(name, value)
+        return super().__call__(name, value)
+
+    # The feedparser asks for a part's Content-Type again and again (get_content_maintype on
+    # every line boundary check), and policy.default parses the header anew each time: that was
+    # a third of all ingest time. Header objects are immutable, so one parse per value is shared
+    # (short values only, so that hostile headers can't pin much memory in the cache).
+    @functools.lru_cache(maxsize=4096)  # noqa: B019 - one registry for the process, never freed
+    def _parsed(self, name: str, value: str) -> BaseHeader:
+        return super().__call__(name, value)
 
 
 _POLICY = policy.default.clone(header_factory=_BoundedHeaders())

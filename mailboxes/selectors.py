@@ -19,7 +19,6 @@ from django.db import connections
 from django.db.models import (
     F,
     IntegerField,
-    Max,
     OuterRef,
     Q,
     QuerySet,
@@ -151,11 +150,13 @@ def latest_email_ids(*, mailbox_ids: list[int]) -> dict[int, int]:
     so a long batch of one mailbox can commit after another mailbox stored a higher id. Within a
     mailbox, polls run one at a time (the lease), so its ids do commit in order.
     """
+    # A correlated "newest id of this mailbox" per mailbox: one seek each in the (mailbox, id)
+    # index, where GROUP BY + MAX would walk every email of a 100,000-email mailbox.
+    newest = Email.objects.filter(mailbox=OuterRef("pk")).order_by("-pk").values("pk")[:1]
     rows = (
-        Email.objects.filter(mailbox_id__in=mailbox_ids)
-        .values("mailbox_id")
-        .annotate(highest=Max("pk"))
-        .values_list("mailbox_id", "highest")
+        Mailbox.objects.filter(pk__in=mailbox_ids)
+        .annotate(highest=Coalesce(Subquery(newest), Value(0)))
+        .values_list("pk", "highest")
     )
     return dict(rows)
 
