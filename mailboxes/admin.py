@@ -213,7 +213,7 @@ class EmailAdmin(admin.ModelAdmin):
     @admin.action(description="Retry processing of failed emails")
     def retry_processing(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         count = queryset.filter(processing_status=ProcessingStatus.FAILED).update(
-            processing_status=ProcessingStatus.PENDING, processing_attempts=0
+            processing_status=ProcessingStatus.PENDING, processing_attempts=0, processing_next_attempt_at=None
         )
         self.message_user(request, f"{count} failed email(s) will be processed at the next poll.")
 

@@ -231,6 +231,9 @@ class Email(models.Model):
     )
     processing_error = models.TextField(blank=True)
     processing_attempts = models.PositiveIntegerField(default=0)
+    processing_next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a failed processing is tried again (backoff)."
+    )
 
     lead = models.ForeignKey(
         "processing.Lead", null=True, blank=True, on_delete=models.SET_NULL, related_name="emails"

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from django.db import transaction
-from django.db.models import F
+from django.db.models import F, Q
+from django.utils import timezone
 
 from autoresponse.services import auto_replies_plan_for_email
 from mailboxes.models import Email, Mailbox, ProcessingAction, ProcessingStatus
@@ -27,6 +28,13 @@ logger = logging.getLogger("mailhub.processing")
 
 # After this many failed attempts an email stays 'failed' until someone retries it by hand.
 MAX_PROCESSING_ATTEMPTS = 5
+# Wait before attempt n+1: 1, 4, 16 and 64 minutes. A database or SMTP outage of an hour does
+# not use up an email's attempts the way retrying at every poll would.
+RETRY_BASE = timedelta(minutes=1)
+
+
+def processing_retry_delay(attempts: int) -> timedelta:
+    return RETRY_BASE * 4 ** max(attempts - 1, 0)
 
 
 @dataclass(frozen=True)
@@ -76,12 +84,15 @@ def email_process(*, email_id: int) -> ProcessingOutcome:
     except Exception as exc:  # one bad email must not stop the others; it is recorded
         logger.exception("processing email %s failed", email_id)
         message = f"{type(exc).__name__}: {exc}"
-        Email.objects.filter(
+        failed = Email.objects.filter(
             pk=email_id, processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED]
-        ).update(
+        )
+        attempts = (failed.values_list("processing_attempts", flat=True).first() or 0) + 1
+        failed.update(
             processing_status=ProcessingStatus.FAILED,
             processing_error=message,
-            processing_attempts=F("processing_attempts") + 1,
+            processing_attempts=attempts,
+            processing_next_attempt_at=timezone.now() + processing_retry_delay(attempts),
         )
         return ProcessingOutcome(email_id, "failed", error=message)
 
@@ -162,13 +173,14 @@ def email_convert_to_lead(*, email_id: int) -> Lead:
 
 
 def emails_needing_processing(*, mailbox_id: int, stored_before: datetime | None = None) -> list[int]:
-    """New emails whose processing has not finished: just stored, interrupted by a crash, or failed
-    fewer than MAX_PROCESSING_ATTEMPTS times."""
-    emails = Email.objects.filter(
-        mailbox_id=mailbox_id,
-        processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED],
-        processing_attempts__lt=MAX_PROCESSING_ATTEMPTS,
-    )
+    """New emails whose processing has not finished: just stored or interrupted by a crash
+    (`stored_before` keeps out those whose task is probably still queued), or failed fewer than
+    MAX_PROCESSING_ATTEMPTS times and due again after their backoff."""
+    pending = Q(processing_status=ProcessingStatus.PENDING)
     if stored_before is not None:
-        emails = emails.filter(stored_at__lt=stored_before)
+        pending &= Q(stored_at__lt=stored_before)
+    retry_due = Q(
+        processing_status=ProcessingStatus.FAILED, processing_attempts__lt=MAX_PROCESSING_ATTEMPTS
+    ) & (Q(processing_next_attempt_at__isnull=True) | Q(processing_next_attempt_at__lte=timezone.now()))
+    emails = Email.objects.filter(mailbox_id=mailbox_id).filter(pending | retry_due)
     return list(emails.order_by("pk").values_list("pk", flat=True))

@@ -4,6 +4,7 @@ import threading
 
 import pytest
 from django.db import IntegrityError, connections, transaction
+from django.utils import timezone
 
 from mailboxes.models import Email, ProcessingStatus
 from processing.models import Case, CaseStatus, Lead
@@ -249,9 +250,19 @@ def test_failure_is_recorded_and_retried_then_given_up(case_mailbox, monkeypatch
     email.refresh_from_db()
     assert (email.processing_status, email.processing_attempts) == (ProcessingStatus.FAILED, 1)
     assert email.processing_error == "RuntimeError: database hiccup"
-    assert emails_needing_processing(mailbox_id=case_mailbox.pk) == [email.pk]
+    # Not at the next poll: after its backoff (1, 4, 16, 64 minutes).
+    wait = (email.processing_next_attempt_at - timezone.now()).total_seconds()
+    assert wait == pytest.approx(60, abs=5)
+    assert emails_needing_processing(mailbox_id=case_mailbox.pk) == []
+    delays = []
     for _ in range(4):
+        Email.objects.filter(pk=email.pk).update(processing_next_attempt_at=timezone.now())
+        assert emails_needing_processing(mailbox_id=case_mailbox.pk) == [email.pk]
         email_process(email_id=email.pk)
+        email.refresh_from_db()
+        delays.append(round((email.processing_next_attempt_at - timezone.now()).total_seconds() / 60))
+    assert delays == [4, 16, 64, 256]
+    Email.objects.filter(pk=email.pk).update(processing_next_attempt_at=timezone.now())
     assert emails_needing_processing(mailbox_id=case_mailbox.pk) == []  # 5 attempts: given up
     monkeypatch.undo()
     assert email_process(email_id=email.pk).result == "case_created"  # a manual retry still works
