@@ -47,18 +47,7 @@ def counts(env: dict, label: str) -> str:
 
 def test_make_run_mode_polls_processes_and_answers_in_the_background(dovecot_server, smtp_server):
     data_dir = tempfile.mkdtemp(prefix="mailhub-embedded-")
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE_URL"))}
-    env.update(
-        {
-            "DJANGO_SETTINGS_MODULE": "mailhub.settings",
-            "SECRET_KEY": "embedded-test-secret",
-            "MAILHUB_ENCRYPTION_KEYS": "3q1cXn7Wl3oH6f3m8m4zK8H4m0QO4t8s6QnXb7q2J2U=",
-            "MAILHUB_DATA_DIR": data_dir,
-            "MAILHUB_DISPATCH_EVERY": "1",
-            "REDIS_URL": "",  # the embedded filesystem broker, as with `make run`
-        }
-    )
-    env.pop("CELERY_BROKER_URL", None)
+    env = embedded_env(data_dir) | {"MAILHUB_DISPATCH_EVERY": "1"}
     manage(env, "migrate", "--noinput", "-v", "0")
     user = dovecot_server.new_account()
     manage(
@@ -99,9 +88,70 @@ def test_make_run_mode_polls_processes_and_answers_in_the_background(dovecot_ser
         assert reply.message["Subject"] == "[#1001] received"
         assert list(reply.rcpt_tos) == ["ann@customer.example"]
         assert counts(env, "Support") == "1 1 1"
+        assert processes_mentioning(data_dir)  # the worker runs, in its own process group
     finally:
         os.killpg(product.pid, signal.SIGTERM)
         try:
-            product.wait(30)
+            product.wait(40)
         except subprocess.TimeoutExpired:
             os.killpg(product.pid, signal.SIGKILL)
+    assert wait_until_gone(data_dir) == []  # no worker left polling after `make run` stops
+
+
+def processes_mentioning(text: str) -> list[int]:
+    """Pids whose command line mentions `text` (the data dir is in the worker's argv)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                cmdline = (entry / "cmdline").read_bytes()
+            except OSError:
+                continue
+            if text.encode() in cmdline:
+                found.append(int(entry.name))
+    return found
+
+
+def wait_until_gone(text: str, timeout: float = 45) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while (left := processes_mentioning(text)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    return left
+
+
+def embedded_env(data_dir: str) -> dict:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("DJANGO_", "DATABASE_URL"))}
+    env.update(
+        {
+            "DJANGO_SETTINGS_MODULE": "mailhub.settings",
+            "SECRET_KEY": "embedded-test-secret",
+            "MAILHUB_ENCRYPTION_KEYS": "3q1cXn7Wl3oH6f3m8m4zK8H4m0QO4t8s6QnXb7q2J2U=",
+            "MAILHUB_DATA_DIR": data_dir,
+            "REDIS_URL": "",
+        }
+    )
+    env.pop("CELERY_BROKER_URL", None)
+    return env
+
+
+def test_killed_run_mailhub_takes_its_worker_with_it():
+    # SIGKILL leaves run_mailhub no chance to clean up: the kernel's parent-death signal does.
+    data_dir = tempfile.mkdtemp(prefix="mailhub-embedded-kill-")
+    env = embedded_env(data_dir)
+    manage(env, "migrate", "--noinput", "-v", "0")
+    port = free_port()
+    product = subprocess.Popen(
+        [sys.executable, "manage.py", "run_mailhub", "--addr", "127.0.0.1", "--port", str(port)],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    wait_for_port("127.0.0.1", port, timeout=60)
+    deadline = time.monotonic() + 30
+    while not processes_mentioning(data_dir) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert processes_mentioning(data_dir)
+    product.kill()
+    product.wait(10)
+    assert wait_until_gone(data_dir) == []
