@@ -27,6 +27,7 @@ from email.parser import BytesParser
 from email.policy import Policy
 from urllib.parse import unquote
 
+from mailboxes import limits
 from mailboxes.mime_text import (
     clean,
     decode_base64,
@@ -167,6 +168,7 @@ class _Parser:
         self.text_parts: list[_Part] = []  # RFC 8621 textBody
         self.html_parts: list[_Part] = []  # RFC 8621 htmlBody
         self._texts: dict[int, str] = {}
+        self._parts_seen = 0
 
     def run(self) -> ParsedEmail:
         if not self.raw or self.raw.isspace():
@@ -204,10 +206,19 @@ class _Parser:
 
     def _read_headers(self, msg: Message, result: ParsedEmail) -> None:
         first: dict[str, str] = {}
-        for raw_name, raw_value in _raw_headers(msg):
-            name = fold_whitespace(self._text(raw_name, "header name"))
-            result.headers.append((name, self._text(raw_value, f"{name} header").strip()))
-            first.setdefault(name.lower(), raw_value)
+        fields = _raw_headers(msg)
+        for raw_name, raw_value in fields[: limits.MAX_HEADERS]:
+            name = fold_whitespace(self._text(raw_name[:200], "header name"))
+            value = self._text(raw_value[: limits.MAX_HEADER_VALUE_CHARS], f"{name} header").strip()
+            result.headers.append((name, value))
+        if len(fields) > limits.MAX_HEADERS:
+            self.problems.append(
+                f"{len(fields) - limits.MAX_HEADERS} header fields beyond the first "
+                f"{limits.MAX_HEADERS} not kept (the raw original has them)"
+            )
+        # The fields that the product reads are looked up among all of them, not only those kept.
+        for raw_name, raw_value in fields:
+            first.setdefault(raw_name.strip().lower(), raw_value)
         for name in ("From", "Date", "Message-ID"):  # RFC 5322 §3.6: From and Date are required
             if name.lower() not in first:
                 self.problems.append(f"missing {name} header")
@@ -280,6 +291,14 @@ class _Parser:
         html_length = len(html_body) if html_body is not None else -1
         for index, msg in enumerate(parts):
             section = f"{prefix}{index + 1}"
+            self._parts_seen += 1
+            if self._parts_seen > limits.MAX_MIME_PARTS:
+                # Each part costs parsing and decoding: a message of 100,000 tiny parts must not
+                # hold the batch for minutes. The raw original keeps the rest.
+                self.problems.append(
+                    f"more than {limits.MAX_MIME_PARTS} MIME parts: the parts from {section} on were not read"
+                )
+                return
             part = self._part(msg, section)
             self.problems.extend(_describe(defect, section) for defect in getattr(msg, "defects", []))
             ctype = part.content_type
@@ -388,9 +407,13 @@ class _Parser:
         in_body = {id(p) for p in self.text_parts + self.html_parts if p.content_type in _BODY_TYPES}
         cids = {unquote(ref) for ref in _CID_REF.findall(result.html_body)}
         cids |= {cid.lower() for cid in cids}
-        for part in self.leaves:
-            if id(part) in in_body:
-                continue
+        candidates = [part for part in self.leaves if id(part) not in in_body]
+        if len(candidates) > limits.MAX_ATTACHMENTS:
+            self.problems.append(
+                f"{len(candidates)} attachments: only the first {limits.MAX_ATTACHMENTS} were extracted "
+                "(the raw original has all of them)"
+            )
+        for part in candidates[: limits.MAX_ATTACHMENTS]:
             number = len(result.attachments) + 1
             fallback = f"attachment-{number}{_MIME.guess_extension(part.content_type) or '.bin'}"
             if part.content_type.startswith("message/") or part.msg.is_multipart():

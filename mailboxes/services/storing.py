@@ -11,19 +11,16 @@ from datetime import datetime
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
 from django.db import IntegrityError, transaction
+from django.db.models import Q
 from django.utils import timezone
 
+from mailboxes import limits
 from mailboxes.models import Attachment, Email, Mailbox, ProcessingStatus
 from mailboxes.parsing import ParsedAddress, ParsedEmail, parse_email
 
 logger = logging.getLogger(__name__)
 
-# Column widths of Email; longer header values are cut (the raw original keeps them whole).
-_MAX_ID = 998
-_MAX_NAME = 255
-_MAX_ADDRESS = 320
 _HASH_CHUNK = 1 << 20
-_MAX_REFERENCES = 100
 
 
 @dataclass(frozen=True)
@@ -65,13 +62,15 @@ def _headers_for_identity(raw: bytes, header_end: int) -> bytes:
 def _capped_references(references: list[str]) -> list[str]:
     """The first and the newest ids are what threading needs (RFC 5322 §3.6.4 trims the same
     way); a hostile References with 70,000 ids would otherwise ride along on every lookup."""
-    if len(references) <= _MAX_REFERENCES:
+    if len(references) <= limits.MAX_REFERENCES:
         return references
-    return [references[0], *references[-(_MAX_REFERENCES - 1) :]]
+    return [references[0], *references[-(limits.MAX_REFERENCES - 1) :]]
 
 
 def _pairs(addresses: list[ParsedAddress]) -> list[list[str]]:
-    return [[address.name[:_MAX_NAME], address.address[:_MAX_ADDRESS]] for address in addresses]
+    return [
+        [limits.cut_chars(address.name, 255), limits.cut_bytes(address.address, 320)] for address in addresses
+    ]
 
 
 def email_store_fetched(
@@ -86,8 +85,13 @@ def email_store_fetched(
 ) -> StoreOutcome:
     """Store one message exactly once. Never raises for bad message content.
 
-    The caller holds the transaction; a duplicate (same identity already stored in this mailbox)
-    is refused by the database constraint inside a savepoint and reported, not stored twice.
+    The caller holds the transaction. Every fetched message becomes an Email row: the full form
+    in a savepoint, and if the database or a library refuses that (a value no bound foresaw), a
+    reduced form (raw original, identity, the short fields) with the reason in `parse_problem`,
+    so that one message never rolls back its batch. Only a failure on our side that the reduced
+    form hits too (database down, disk full) raises, as `EmailStoreFailed` naming the message.
+    A duplicate (same identity already stored in this mailbox) is refused by the database
+    constraint and reported, not stored twice.
     """
     try:
         parsed = parse_email(raw)
@@ -100,60 +104,148 @@ def email_store_fetched(
     if existing is not None:
         return StoreOutcome(email=None, duplicate_of=existing)
 
-    email = Email(
-        mailbox=mailbox,
-        uidvalidity=uidvalidity,
-        uid=uid,
-        message_id=parsed.message_id[:_MAX_ID],
-        in_reply_to=parsed.in_reply_to[:_MAX_ID],
-        references="\n".join(_capped_references(parsed.references)),
-        subject=parsed.subject,
-        from_name=parsed.from_name[:_MAX_NAME],
-        from_address=parsed.from_address[:_MAX_ADDRESS],
-        reply_to=_pairs(parsed.reply_to),
-        to=_pairs(parsed.to),
-        cc=_pairs(parsed.cc),
-        headers=[[name, value] for name, value in parsed.headers],
-        date=parsed.date,
-        received_at=internal_date or timezone.now(),
-        text_body=parsed.text_body,
-        html_body=parsed.html_body,
-        size=len(raw),
-        content_sha256=hashlib.sha256(raw).hexdigest(),
-        identity=identity,
-        has_attachments=any(not attachment.is_inline for attachment in parsed.attachments),
-        parse_problem="\n".join(parsed.problems),
-        is_history=is_history,
-        processing_status=ProcessingStatus.SKIPPED if is_history else ProcessingStatus.PENDING,
-    )
+    where = f"mailbox {mailbox.pk}, UID {uid}, Message-ID {limits.cut_chars(parsed.message_id, 200)!r}"
     written = written_files if written_files is not None else []
-    email.raw.save(f"{mailbox.pk}-{uidvalidity}-{uid}.eml", ContentFile(raw), save=False)
-    written.append(email.raw.name)
+    problems = list(parsed.problems)
+    received_at = limits.bounded_date(internal_date)
+    if internal_date is not None and received_at is None:
+        problems.append(f"server's INTERNALDATE {internal_date!r:.60} out of range: time of storing used")
+    raw_path = Email._meta.get_field("raw").generate_filename(None, f"{mailbox.pk}-{uidvalidity}-{uid}.eml")
+    raw_name = default_storage.save(raw_path, ContentFile(raw))
+    written.append(raw_name)
+    base = {
+        "mailbox": mailbox,
+        "uidvalidity": uidvalidity,
+        "uid": uid,
+        "raw": raw_name,
+        "size": len(raw),
+        "content_sha256": hashlib.sha256(raw).hexdigest(),
+        "identity": identity,
+        "received_at": received_at or timezone.now(),
+        "is_history": is_history,
+        "processing_status": ProcessingStatus.SKIPPED if is_history else ProcessingStatus.PENDING,
+    }
+    attachment_files: list[str] = []
     try:
         with transaction.atomic():
+            email = _email_full_form(base, parsed, problems)
             email.save()
-    except IntegrityError:
-        default_storage.delete(email.raw.name)
-        written.remove(email.raw.name)
-        duplicate = Email.objects.filter(mailbox=mailbox, identity=identity).values_list("pk", flat=True)
-        if not duplicate:
-            raise  # not a duplicate: a real constraint problem the caller must see
-        return StoreOutcome(email=None, duplicate_of=duplicate.first())
+            _attachments_store(email, parsed, attachment_files)
+    except IntegrityError as exc:
+        _delete_files(attachment_files)
+        duplicate = _stored_already(base)
+        if duplicate is not None:
+            _delete_files([raw_name])
+            written.remove(raw_name)
+            return StoreOutcome(email=None, duplicate_of=duplicate)
+        email = _email_reduced_form(base, parsed, problems, exc, where)
+    except OSError:
+        _delete_files(attachment_files)
+        raise  # the disk, not the message: the batch is retried
+    except Exception as exc:  # noqa: BLE001 - whatever this message's content broke, it is stored
+        _delete_files(attachment_files)
+        email = _email_reduced_form(base, parsed, problems, exc, where)
+    else:
+        written.extend(attachment_files)
+    return StoreOutcome(email=email)
 
+
+class EmailStoreFailed(Exception):
+    """Even the reduced form of a message could not be stored: a failure on our side."""
+
+
+def _email_full_form(base: dict, parsed: ParsedEmail, problems: list[str]) -> Email:
+    date = limits.bounded_date(parsed.date)
+    if parsed.date is not None and date is None:
+        problems.append(f"Date header {parsed.date.isoformat()!r} out of range: not stored")
+    subject = limits.cut_chars(parsed.subject, limits.MAX_SUBJECT_CHARS)
+    if len(subject) < len(parsed.subject):
+        problems.append(f"subject cut to {limits.MAX_SUBJECT_CHARS} of {len(parsed.subject)} characters")
+    addresses = {}
+    for name in ("reply_to", "to", "cc"):
+        values = getattr(parsed, name)
+        if len(values) > limits.MAX_ADDRESSES:
+            problems.append(f"{name}: only the first {limits.MAX_ADDRESSES} of {len(values)} addresses kept")
+        addresses[name] = _pairs(values[: limits.MAX_ADDRESSES])
+    text_body = limits.cut_chars(parsed.text_body, limits.MAX_BODY_CHARS)
+    html_body = limits.cut_chars(parsed.html_body, limits.MAX_BODY_CHARS)
+    if len(text_body) < len(parsed.text_body) or len(html_body) < len(parsed.html_body):
+        problems.append(f"body cut to {limits.MAX_BODY_CHARS} characters")
+    email = Email(
+        **base,
+        message_id=parsed.message_id,
+        in_reply_to=parsed.in_reply_to,
+        references="\n".join(_capped_references(parsed.references)),
+        subject=subject,
+        from_name=parsed.from_name,
+        from_address=parsed.from_address,
+        **addresses,
+        headers=[[name, value] for name, value in parsed.headers],
+        date=date,
+        text_body=text_body,
+        html_body=html_body,
+        has_attachments=any(not attachment.is_inline for attachment in parsed.attachments),
+    )
+    cuts: list[str] = []
+    limits.fit_row(email, problems=cuts)
+    email.parse_problem = "\n".join(problems + cuts)
+    return email
+
+
+def _attachments_store(email: Email, parsed: ParsedEmail, written: list[str]) -> None:
     attachments = []
-    for index, part in enumerate(parsed.attachments):
+    for index, part in enumerate(parsed.attachments[: limits.MAX_ATTACHMENTS]):
         attachment = Attachment(
             email=email,
             filename=part.filename,
-            content_type=part.content_type[:255],
+            content_type=part.content_type,
             size=part.size,
-            content_id=part.content_id[:_MAX_ID],
+            content_id=part.content_id,
             is_inline=part.is_inline,
         )
+        limits.fit_row(attachment)
         # The stored name is ours (the sender's filename is only metadata): no path tricks.
         stored_name = f"{email.pk}-{index}-{uuid.uuid4().hex}.bin"
         attachment.file.save(stored_name, ContentFile(part.payload), save=False)
         written.append(attachment.file.name)
         attachments.append(attachment)
     Attachment.objects.bulk_create(attachments)
-    return StoreOutcome(email=email)
+
+
+def _email_reduced_form(
+    base: dict, parsed: ParsedEmail, problems: list[str], error: Exception, where: str
+) -> Email:
+    """The raw original, the identity and the short header fields: nothing a database or an index
+    can refuse. Staff see it (with its problem) and can read the original."""
+    logger.warning("email %s stored in reduced form: %s: %s", where, type(error).__name__, error)
+    reason = (
+        f"stored in reduced form ({type(error).__name__}: {limits.cut_chars(str(error), 300)}); "
+        "bodies, headers, recipients and attachments were not stored: the raw original has them"
+    )
+    email = Email(
+        **base,
+        message_id=limits.cut_bytes(parsed.message_id, 255),
+        in_reply_to=limits.cut_bytes(parsed.in_reply_to, 255),
+        subject=limits.cut_chars(parsed.subject, 255),
+        from_name=limits.cut_chars(parsed.from_name, 255),
+        from_address=limits.cut_bytes(parsed.from_address, 320),
+        parse_problem="\n".join([reason, *problems[:50]]),
+    )
+    limits.fit_row(email)
+    try:
+        with transaction.atomic():
+            email.save()
+    except Exception as exc:
+        raise EmailStoreFailed(f"{where}: {type(exc).__name__}: {exc}") from exc
+    return email
+
+
+def _stored_already(base: dict) -> int | None:
+    """The email that makes this one a duplicate: same identity, or same UID of the folder."""
+    same = Q(identity=base["identity"]) | Q(uidvalidity=base["uidvalidity"], uid=base["uid"])
+    return Email.objects.filter(same, mailbox=base["mailbox"]).values_list("pk", flat=True).first()
+
+
+def _delete_files(names: list[str]) -> None:
+    for name in names:
+        default_storage.delete(name)

@@ -5,13 +5,14 @@ from __future__ import annotations
 from django.db import transaction
 from django.utils import timezone
 
+from mailboxes import limits
 from mailboxes.models import Email
 from processing.models import Case, CaseEvent, CaseStatus
 
 
 def case_create_from_email(*, email: Email, previous_case: Case | None = None) -> Case:
     mailbox = email.mailbox
-    return Case.objects.create(
+    case = Case(
         subject=email.subject or "(no subject)",
         description=email.text_body,
         status=mailbox.default_case_status or CaseStatus.OPEN,
@@ -24,6 +25,9 @@ def case_create_from_email(*, email: Email, previous_case: Case | None = None) -
         previous_case=previous_case,
         source_email=email,
     )
+    limits.fit_row(case)  # e.g. a mailbox default status longer than the column
+    case.save()
+    return case
 
 
 def case_add_reply(*, case: Case, email: Email) -> Case:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 
+from mailboxes import limits
 from mailboxes.models import Email, Mailbox
 from processing.models import OPEN_LEAD_STATUSES, Lead
 
@@ -28,7 +29,7 @@ def lead_create_or_join_from_email(*, email: Email, allow_join: bool) -> Lead:
         )
         if open_lead is not None:
             return open_lead
-    return Lead.objects.create(
+    lead = Lead(
         name=email.from_name or readable_name(email.from_address),
         email=email.from_address,
         subject=email.subject,
@@ -37,3 +38,7 @@ def lead_create_or_join_from_email(*, email: Email, allow_join: bool) -> Lead:
         owner=mailbox.default_owner,
         source_email=email,
     )
+    # A readable name made of a 300-character local part must still fit varchar(255).
+    limits.fit_row(lead)
+    lead.save()
+    return lead
