@@ -26,6 +26,9 @@ _HASH_CHUNK = 1 << 20
 _MAX_REFERENCES = 100
 
 
+UNDELIVERED_PROBLEM = "server did not deliver this message"
+
+
 @dataclass(frozen=True)
 class StoreOutcome:
     email: Email | None  # None when the message was already stored (a duplicate)
@@ -83,19 +86,27 @@ def email_store_fetched(
     internal_date: datetime | None,
     is_history: bool,
     written_files: list[str] | None = None,
+    undelivered: bool = False,
 ) -> StoreOutcome:
     """Store one message exactly once. Never raises for bad message content.
 
     The caller holds the transaction; a duplicate (same identity already stored in this mailbox)
     is refused by the database constraint inside a savepoint and reported, not stored twice.
-    """
-    try:
-        parsed = parse_email(raw)
-    except Exception as exc:
-        logger.exception("parser failed on uid %s of mailbox %s", uid, mailbox.pk)
-        parsed = ParsedEmail.empty(problem=f"parser crashed: {type(exc).__name__}: {exc}")
 
-    identity = message_identity(raw, parsed.message_id)
+    `undelivered` (with raw=b""): a placeholder for a UID the server lists but never delivered,
+    so that the gap is visible; it is never processed, and its identity is its UID (two
+    placeholders are not the same message).
+    """
+    if undelivered:
+        parsed = ParsedEmail.empty(problem=UNDELIVERED_PROBLEM)
+        identity = hashlib.sha256(f"undelivered:{uidvalidity}:{uid}".encode()).hexdigest()
+    else:
+        try:
+            parsed = parse_email(raw)
+        except Exception as exc:
+            logger.exception("parser failed on uid %s of mailbox %s", uid, mailbox.pk)
+            parsed = ParsedEmail.empty(problem=f"parser crashed: {type(exc).__name__}: {exc}")
+        identity = message_identity(raw, parsed.message_id)
     existing = Email.objects.filter(mailbox=mailbox, identity=identity).values_list("pk", flat=True).first()
     if existing is not None:
         return StoreOutcome(email=None, duplicate_of=existing)
@@ -124,7 +135,7 @@ def email_store_fetched(
         has_attachments=any(not attachment.is_inline for attachment in parsed.attachments),
         parse_problem="\n".join(parsed.problems),
         is_history=is_history,
-        processing_status=ProcessingStatus.SKIPPED if is_history else ProcessingStatus.PENDING,
+        processing_status=ProcessingStatus.SKIPPED if is_history or undelivered else ProcessingStatus.PENDING,
     )
     written = written_files if written_files is not None else []
     email.raw.save(f"{mailbox.pk}-{uidvalidity}-{uid}.eml", ContentFile(raw), save=False)
