@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
 
@@ -279,8 +279,7 @@ class ImapConnection:
         §7.4.1), anything else means the server holds it but did not deliver it.
         """
         wanted = sorted(set(uids))
-        with self._translated_errors():
-            response = self._client.fetch(wanted, ["BODY.PEEK[]", "INTERNALDATE"])
+        response = self._fetch_bodies(wanted)
         messages: list[FetchedMessage] = []
         missing: list[int] = []
         for uid in wanted:
@@ -295,9 +294,7 @@ class ImapConnection:
         undelivered: list[int] = []
         for uid in missing:
             with self._translated_errors():
-                alone = _fetched_message(
-                    uid, self._client.fetch([uid], ["BODY.PEEK[]", "INTERNALDATE"]).get(uid)
-                )
+                alone = _fetched_message(uid, self._fetch_bodies([uid]).get(uid))
                 if alone is not None:
                     messages.append(alone)
                 elif uid in {int(found) for found in self._client.search(["UID", str(uid)])}:
@@ -306,6 +303,25 @@ class ImapConnection:
                     gone.append(uid)
         messages.sort(key=lambda message: message.uid)
         return FetchOutcome(messages=messages, gone=gone, undelivered=undelivered)
+
+    def _fetch_bodies(self, uids: list[int]) -> dict:
+        """UID FETCH of the bodies; a tagged NO counts as an answer without any of them.
+
+        Servers answer NO when some of the messages can't be fetched (RFC 3501 §7.1.2; RFC 5530
+        EXPUNGEISSUED; Gmail's "Some messages could not be FETCHed"), and imapclient then drops
+        the partial answer: each UID is fetched again alone and, failing that, UID SEARCH
+        decides. BAD, a broken connection or an unparsable answer stay errors.
+        """
+        with self._translated_errors():
+            try:
+                return self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+            except (IMAPClientAbortError, ProtocolError):
+                raise
+            except IMAPClientError as exc:
+                # imapclient's wording for a tagged NO (imaplib raises "... command error: BAD").
+                if not str(exc).startswith("fetch failed:"):
+                    raise
+                return {}
 
 
 def _fetched_message(uid: int, data: dict | None) -> FetchedMessage | None:

@@ -101,6 +101,17 @@ def test_body_never_delivered_holds_the_cursor_before_it_for_a_bounded_number_of
     assert stored_uids() == [1, 2, 3, 4]
 
 
+def test_batch_fetch_answered_no_is_fetched_again_alone_and_stored(fake_imap):
+    mailbox = polled_empty(fake_imap)
+    for n in (1, 2, 3):
+        fake_imap.append(message(n))
+    fake_imap.no_on_batch_fetch = True
+    result = mailbox_poll(mailbox_id=mailbox.pk)
+    assert (result.error, len(result.new_email_ids)) == ("", 3)
+    assert fake_imap.body_fetches == [[1, 2, 3], [1], [2], [3]]
+    assert (stored_uids(), cursor(mailbox)) == ([1, 2, 3], 3)
+
+
 def test_body_left_out_and_uid_gone_per_search_is_passed_over(fake_imap):
     mailbox = polled_empty(fake_imap)
     for n in (1, 2, 3):

@@ -15,6 +15,7 @@ set before or between polls) make it leave things out as real servers do:
 - `unsolicited_flags`: every FETCH also carries a `* n FETCH (FLAGS (\\Seen))` for each message,
   without UID, as Dovecot sends when another session changes flags.
 - `answer_unasked`: a body FETCH also answers (with its body) for the highest UID not asked for.
+- `no_on_batch_fetch`: a body FETCH of several UIDs ends in a tagged NO after its answers.
 
 A UID left out of a body answer still gets `* n FETCH (UID u FLAGS ())`: other items, no BODY[].
 `commands` records every command line received (LOGIN's password replaced).
@@ -50,6 +51,7 @@ class FakeImapServer:
     expunge_on_body_fetch: set[int] = field(default_factory=set)
     unsolicited_flags: bool = False
     answer_unasked: bool = False
+    no_on_batch_fetch: bool = False
     host: str = LOCALHOST
     port: int = 0
     commands: list[str] = field(default_factory=list)
@@ -226,6 +228,8 @@ class FakeImapServer:
         # sequence numbers of the others valid.
         for seq in reversed(expunged_seqs):
             out += f"* {seq} EXPUNGE\r\n".encode()
+        if wants_body and self.no_on_batch_fetch and len(asked) > 1:
+            return bytes(out) + tag + b" NO Some messages could not be FETCHed (Failure)\r\n"
         return bytes(out) + tag + b" OK FETCH completed\r\n"
 
 
