@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime
 
 import imapclient
-from imapclient.exceptions import IMAPClientError, LoginError
+from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
 
@@ -46,7 +46,7 @@ class ImapError(Exception):
 @dataclass(frozen=True)
 class FolderStatus:
     uidvalidity: int
-    uidnext: int
+    uidnext: int | None  # None: the server left UIDNEXT out of its SELECT answer
     message_count: int
 
 
@@ -165,6 +165,19 @@ class FetchedMessage:
     uid: int
     raw: bytes
     internal_date: datetime | None
+    # A placeholder for a message the server keeps listing but never delivers (raw is b"").
+    undelivered: bool = False
+
+
+@dataclass(frozen=True)
+class FetchOutcome:
+    """What one batch FETCH gave, UID by UID: every asked-for UID is in exactly one list."""
+
+    messages: list[FetchedMessage]
+    # Not delivered, and a fresh UID SEARCH no longer lists them: expunged, safe to pass over.
+    gone: list[int]
+    # Not delivered although UID SEARCH still lists them: the cursor must not pass them.
+    undelivered: list[int]
 
 
 # Dovecot refuses command lines over 64 KiB: long UID lists are sent in chunks.
@@ -200,56 +213,146 @@ class ImapConnection:
                         permanent=True,
                     ) from exc
                 raise
+        if b"UIDVALIDITY" not in response:
+            # RFC 3501 §2.3.1.1: without UIDVALIDITY a UID means nothing across sessions, so no
+            # cursor could be kept safely.
+            raise ImapError(
+                f"IMAP server {self._imap.host}:{self._imap.port} sent no UIDVALIDITY for folder "
+                f"{self._imap.folder!r}: its UIDs can't be trusted between sessions",
+                permanent=True,
+            )
+        # RFC 3501 §6.3.1 says UIDNEXT is REQUIRED in the SELECT answer, but some servers leave it
+        # out: None then, never 0 (0 would make every message already there look new).
+        uidnext = response.get(b"UIDNEXT")
         return FolderStatus(
             uidvalidity=int(response[b"UIDVALIDITY"]),
-            uidnext=int(response.get(b"UIDNEXT", 0)),
+            uidnext=int(uidnext) if uidnext is not None else None,
             message_count=int(response.get(b"EXISTS", 0)),
         )
 
-    def sizes_after(self, last_uid: int) -> dict[int, int]:
-        """UID -> RFC822.SIZE of every message above `last_uid`.
+    def highest_uid(self) -> int:
+        """The highest UID in the folder, 0 if it is empty (for a server that omits UIDNEXT).
+
+        `UID SEARCH ALL` rather than `UID FETCH *`: imapclient 4 keys FETCH answers by the UIDs
+        asked for and can't map "*", and SEARCH answers an empty folder without an error.
+        """
+        with self._translated_errors():
+            found = self._client.search(["ALL"])
+        return max((int(uid) for uid in found), default=0)
+
+    def sizes_after(self, last_uid: int) -> dict[int, int | None]:
+        """UID -> RFC822.SIZE of every message above `last_uid`; None when the size is unknown.
+
+        The UIDs come from UID SEARCH, the sizes from UID FETCH: a UID that the size answer leaves
+        out (or answers without RFC822.SIZE) is still listed, with None, so that it is fetched
+        (alone) rather than silently passed over.
 
         RFC 3501 §6.4.8: "n:*" always includes the highest UID even when it is below n, so the
         result is filtered again here.
         """
         with self._translated_errors():
             found = self._client.search(["UID", f"{last_uid + 1}:*"])
-            uids = sorted(int(uid) for uid in found if int(uid) > last_uid)
-            sizes: dict[int, int] = {}
+            uids = sorted({int(uid) for uid in found if int(uid) > last_uid})
+            sizes: dict[int, int | None] = dict.fromkeys(uids)
             for start in range(0, len(uids), _UIDS_PER_COMMAND):
                 chunk = uids[start : start + _UIDS_PER_COMMAND]
+                # imapclient 4 returns only the UIDs asked for; an unsolicited FETCH without UID
+                # (e.g. Dovecot's FLAGS updates) is keyed by its sequence number and may land on
+                # one of them without RFC822.SIZE: that size stays unknown.
                 for uid, data in self._client.fetch(chunk, ["RFC822.SIZE"]).items():
-                    sizes[int(uid)] = int(data.get(b"RFC822.SIZE", 0))
+                    size = data.get(b"RFC822.SIZE")
+                    if isinstance(size, int) and size >= 0:
+                        sizes[int(uid)] = size
         return sizes
 
     def search_since(self, since: date) -> set[int]:
         with self._translated_errors():
             return {int(uid) for uid in self._client.search(["SINCE", since])}
 
-    def fetch_messages(self, uids: list[int]) -> list[FetchedMessage]:
-        """Whole messages with BODY.PEEK[], so that \\Seen flags stay untouched (RFC 3501 §6.4.5)."""
+    def fetch_messages(self, uids: list[int]) -> FetchOutcome:
+        """Whole messages with BODY.PEEK[], so that \\Seen flags stay untouched (RFC 3501 §6.4.5).
+
+        A UID whose answer carries no BODY[] literal (real servers do this under load or for a
+        message being expunged; or the entry is only an unsolicited FETCH FLAGS that imapclient
+        filed under a sequence number equal to the UID) is fetched again alone. If that fails too,
+        a fresh `UID SEARCH UID <uid>` decides: not listed any more means expunged (RFC 3501
+        §7.4.1), anything else means the server holds it but did not deliver it.
+        """
+        wanted = sorted(set(uids))
+        response = self._fetch_bodies(wanted)
+        messages: list[FetchedMessage] = []
+        missing: list[int] = []
+        for uid in wanted:
+            # Popped: drop the response's reference early, messages can be large. imapclient 4
+            # drops answers for UIDs not asked for, so nothing else is stored under our UIDs.
+            message = _fetched_message(uid, response.pop(uid, None))
+            if message is None:
+                missing.append(uid)
+            else:
+                messages.append(message)
+        gone: list[int] = []
+        undelivered: list[int] = []
+        for uid in missing:
+            with self._translated_errors():
+                alone = _fetched_message(uid, self._fetch_bodies([uid]).get(uid))
+                if alone is not None:
+                    messages.append(alone)
+                elif uid in {int(found) for found in self._client.search(["UID", str(uid)])}:
+                    undelivered.append(uid)
+                else:
+                    gone.append(uid)
+        messages.sort(key=lambda message: message.uid)
+        return FetchOutcome(messages=messages, gone=gone, undelivered=undelivered)
+
+    def _fetch_bodies(self, uids: list[int]) -> dict:
+        """UID FETCH of the bodies; a tagged NO counts as an answer without any of them.
+
+        Servers answer NO when some of the messages can't be fetched (RFC 3501 §7.1.2; RFC 5530
+        EXPUNGEISSUED; Gmail's "Some messages could not be FETCHed"), and imapclient then drops
+        the partial answer: each UID is fetched again alone and, failing that, UID SEARCH
+        decides. BAD, a broken connection or an unparsable answer stay errors.
+        """
         with self._translated_errors():
-            response = self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
-        messages = []
-        for uid in sorted(response):
-            data = response.pop(uid)  # drop the response's reference early: messages can be large
-            raw = data.get(b"BODY[]")
-            if raw is None:  # expunged between the size listing and the fetch
-                continue
-            internal = data.get(b"INTERNALDATE")
-            if isinstance(internal, datetime) and internal.tzinfo is None:
-                internal = internal.replace(tzinfo=UTC)
-            messages.append(FetchedMessage(uid=int(uid), raw=bytes(raw), internal_date=internal))
-        return messages
+            try:
+                return self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+            except (IMAPClientAbortError, ProtocolError):
+                raise
+            except IMAPClientError as exc:
+                # imapclient's wording for a tagged NO (imaplib raises "... command error: BAD").
+                if not str(exc).startswith("fetch failed:"):
+                    raise
+                return {}
 
 
-def plan_fetch_batches(sizes: dict[int, int], *, max_bytes: int, max_count: int) -> list[list[int]]:
-    """Group UIDs (ascending) into batches of at most `max_bytes` (a larger message goes alone)."""
+def _fetched_message(uid: int, data: dict | None) -> FetchedMessage | None:
+    """The message in one FETCH answer, or None when the answer has no BODY[] literal."""
+    raw = data.get(b"BODY[]") if data else None
+    if not isinstance(raw, bytes | bytearray):  # absent, or NIL
+        return None
+    internal = data.get(b"INTERNALDATE") if data else None
+    if not isinstance(internal, datetime):
+        internal = None
+    elif internal.tzinfo is None:
+        internal = internal.replace(tzinfo=UTC)
+    return FetchedMessage(uid=uid, raw=bytes(raw), internal_date=internal)
+
+
+def plan_fetch_batches(sizes: dict[int, int | None], *, max_bytes: int, max_count: int) -> list[list[int]]:
+    """Group UIDs (ascending) into batches of at most `max_bytes` (a larger message goes alone).
+
+    A UID of unknown size (None) goes alone too: it may be of any size.
+    """
     batches: list[list[int]] = []
     current: list[int] = []
     current_bytes = 0
     for uid in sorted(sizes):
         size = sizes[uid]
+        if size is None:
+            if current:
+                batches.append(current)
+                current, current_bytes = [], 0
+            batches.append([uid])
+            continue
         if current and (current_bytes + size > max_bytes or len(current) >= max_count):
             batches.append(current)
             current, current_bytes = [], 0

@@ -131,6 +131,10 @@ class Mailbox(models.Model):
     # Messages up to this UID were in the folder before mailhub first saw it (or before the folder
     # was recreated): they are stored as history and never processed.
     imap_history_last_uid = models.BigIntegerField("last history UID", default=0, editable=False)
+    # UIDs above the cursor that the server lists but would not deliver, with the number of polls
+    # that asked for each in vain ({"uid": polls}); after MAILHUB_UNDELIVERED_MAX_POLLS a
+    # placeholder email is stored and the cursor steps over it, so no mailbox sticks for ever.
+    imap_undelivered_polls = models.JSONField(default=dict, blank=True, editable=False)
     last_polled_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_success_at = models.DateTimeField(null=True, blank=True, editable=False)
     last_error = models.TextField(blank=True, editable=False)

@@ -201,6 +201,10 @@ MAILHUB_TLS_CA_FILE = env.str("MAILHUB_TLS_CA_FILE", default="")
 # is fetched alone. Each batch commits with the advanced UID cursor.
 MAILHUB_FETCH_BATCH_BYTES = env.int("MAILHUB_FETCH_BATCH_BYTES", default=8 * 1024 * 1024)
 MAILHUB_FETCH_BATCH_MESSAGES = env.int("MAILHUB_FETCH_BATCH_MESSAGES", default=200)
+# A message the server keeps listing (UID SEARCH) but never delivers (no BODY[] in FETCH) holds
+# the UID cursor before it for this many polls, each reported as a transient error; then it is
+# stored as a placeholder email ("server did not deliver this message") and passed over.
+MAILHUB_UNDELIVERED_MAX_POLLS = env.int("MAILHUB_UNDELIVERED_MAX_POLLS", default=3)
 # A poll holds its mailbox for this long, renewed at every batch; a dead worker's lease expires.
 MAILHUB_POLL_LEASE_SECONDS = env.int("MAILHUB_POLL_LEASE_SECONDS", default=300)
 # A processing step (email to process, auto-reply to send) still pending this long after it was

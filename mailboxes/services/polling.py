@@ -15,8 +15,15 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from mailboxes.imap import FolderStatus, ImapConnection, ImapError, imap_session, plan_fetch_batches
-from mailboxes.models import HistoryImport, Mailbox
+from mailboxes.imap import (
+    FetchedMessage,
+    FolderStatus,
+    ImapConnection,
+    ImapError,
+    imap_session,
+    plan_fetch_batches,
+)
+from mailboxes.models import Email, HistoryImport, Mailbox
 
 from .storing import email_store_fetched
 
@@ -30,6 +37,7 @@ class PollResult:
     new_email_ids: list[int] = field(default_factory=list)
     history_count: int = 0
     duplicate_count: int = 0
+    undelivered_count: int = 0  # placeholders for messages the server never delivered
     skipped_reason: str = ""
     error: str = ""
     error_is_permanent: bool = False
@@ -149,45 +157,114 @@ def mailbox_poll(*, mailbox_id: int) -> PollResult:
 
 
 def _sync(mailbox: Mailbox, token: str, result: PollResult) -> None:
+    """The cursor (imap_last_uid) only ever passes a UID that is stored, confirmed expunged, or
+    deliberately skipped history: a UID the server lists but does not deliver holds it (for a
+    bounded number of polls, see _undelivered_to_store)."""
     imap = mailbox.imap_settings()
+    refused: dict[int, int] = {}  # listed but not delivered, cursor waits before them -> polls
     with imap_session(imap) as connection:
         status = connection.select_folder()
-        _reset_cursor_if_needed(mailbox, status)
-        sizes = connection.sizes_after(mailbox.imap_last_uid)
-        wanted = _drop_unwanted_history(connection, mailbox, sizes)
+        _reset_cursor_if_needed(connection, mailbox, status)
+        listed = connection.sizes_after(mailbox.imap_last_uid)
+        stored = _stored_above_cursor(mailbox, status.uidvalidity)
+        pending = {uid: size for uid, size in listed.items() if uid not in stored}
+        wanted = _drop_unwanted_history(connection, mailbox, pending)
         batches = plan_fetch_batches(
             wanted,
             max_bytes=settings.MAILHUB_FETCH_BATCH_BYTES,
             max_count=settings.MAILHUB_FETCH_BATCH_MESSAGES,
         )
+        earlier = {int(uid): int(polls) for uid, polls in mailbox.imap_undelivered_polls.items()}
         for batch in batches:
             mailbox_renew_poll_lease(
                 mailbox_id=mailbox.pk, token=token, seconds=settings.MAILHUB_POLL_LEASE_SECONDS
             )
-            messages = connection.fetch_messages(batch)
-            _store_batch(mailbox, token, status.uidvalidity, batch, messages, result)
-        if sizes:  # history older than 'since' was never fetched: step over it too
-            Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(sizes)).update(
-                imap_last_uid=max(sizes)
+            fetched = connection.fetch_messages(batch)
+            placeholders = _undelivered_to_store(mailbox, fetched.undelivered, earlier, refused)
+            messages = sorted([*fetched.messages, *placeholders], key=lambda message: message.uid)
+            # Up to the batch's end (UIDs confirmed gone included), unless a UID the server
+            # would not deliver holds the cursor before it: later ones are stored all the same
+            # and recognised as stored by the next poll (_stored_above_cursor).
+            cursor = min(refused) - 1 if refused else max(batch)
+            _store_batch(mailbox, token, status.uidvalidity, messages, result, cursor=cursor)
+        if listed and not refused:
+            # Skipped history older than 'since' and UIDs stored by an earlier poll: step over.
+            Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(listed)).update(
+                imap_last_uid=max(listed)
             )
+    if refused != earlier:
+        Mailbox.objects.filter(pk=mailbox.pk, poll_lease_token=token).update(
+            imap_undelivered_polls={str(uid): polls for uid, polls in refused.items()}
+        )
+    if refused:
+        uids = ", ".join(str(uid) for uid in sorted(refused))
+        raise ImapError(
+            f"IMAP server lists UID(s) {uids} but did not deliver them (FETCH without the message, "
+            f"also alone); the cursor waits before UID {min(refused)}, for at most "
+            f"{settings.MAILHUB_UNDELIVERED_MAX_POLLS} polls each",
+            permanent=False,
+        )
 
 
-def _reset_cursor_if_needed(mailbox: Mailbox, status: FolderStatus) -> None:
+def _stored_above_cursor(mailbox: Mailbox, uidvalidity: int) -> set[int]:
+    """UIDs above the cursor stored already: an earlier poll stored them while the cursor waited
+    before a UID the server did not deliver. Usually none (one range scan of the unique index)."""
+    return set(
+        Email.objects.filter(
+            mailbox=mailbox, uidvalidity=uidvalidity, uid__gt=mailbox.imap_last_uid
+        ).values_list("uid", flat=True)
+    )
+
+
+def _undelivered_to_store(
+    mailbox: Mailbox, undelivered: list[int], earlier: dict[int, int], refused: dict[int, int]
+) -> list[FetchedMessage]:
+    """The bounded rule for UIDs that UID SEARCH lists but FETCH never delivers.
+
+    Each such UID holds the cursor for MAILHUB_UNDELIVERED_MAX_POLLS polls (a transient error
+    each time: the server may deliver it later); at the last one a placeholder email is stored
+    instead, so that the gap is visible and the mailbox never sticks. `refused` collects those
+    that still hold the cursor.
+    """
+    placeholders = []
+    for uid in undelivered:
+        polls = earlier.get(uid, 0) + 1
+        if polls >= settings.MAILHUB_UNDELIVERED_MAX_POLLS:
+            logger.warning(
+                "mailbox %s: UID %s listed but not delivered in %d polls: stored as a placeholder",
+                mailbox.pk,
+                uid,
+                polls,
+            )
+            placeholders.append(FetchedMessage(uid=uid, raw=b"", internal_date=None, undelivered=True))
+        else:
+            refused[uid] = polls
+    return placeholders
+
+
+def _reset_cursor_if_needed(connection: ImapConnection, mailbox: Mailbox, status: FolderStatus) -> None:
     """First contact, or UIDVALIDITY changed (RFC 3501 §2.3.1.1: all old UIDs are void)."""
     if mailbox.imap_uidvalidity == status.uidvalidity:
         return
     first_contact = mailbox.imap_uidvalidity is None
-    history_last_uid = status.uidnext - 1 if status.uidnext else 0
+    # RFC 3501 §6.3.1 makes UIDNEXT REQUIRED in the SELECT answer, but servers omit it: the
+    # highest UID there is stands in, never 0 (that would turn the folder's existing mail into
+    # new mail, processed and auto-answered).
+    history_last_uid = connection.highest_uid() if status.uidnext is None else max(status.uidnext - 1, 0)
     # 'none' skips what is already there; otherwise (re-)sync from the start: what was stored
     # before a UIDVALIDITY change is recognised by its identity.
     skip_existing = first_contact and mailbox.history_import == HistoryImport.NONE
     last_uid = history_last_uid if skip_existing else 0
     Mailbox.objects.filter(pk=mailbox.pk).update(
-        imap_uidvalidity=status.uidvalidity, imap_last_uid=last_uid, imap_history_last_uid=history_last_uid
+        imap_uidvalidity=status.uidvalidity,
+        imap_last_uid=last_uid,
+        imap_history_last_uid=history_last_uid,
+        imap_undelivered_polls={},
     )
     mailbox.imap_uidvalidity = status.uidvalidity
     mailbox.imap_last_uid = last_uid
     mailbox.imap_history_last_uid = history_last_uid
+    mailbox.imap_undelivered_polls = {}
     if not first_contact:
         logger.warning(
             "mailbox %s: UIDVALIDITY changed to %s, re-syncing the folder", mailbox.pk, status.uidvalidity
@@ -195,8 +272,8 @@ def _reset_cursor_if_needed(mailbox: Mailbox, status: FolderStatus) -> None:
 
 
 def _drop_unwanted_history(
-    connection: ImapConnection, mailbox: Mailbox, sizes: dict[int, int]
-) -> dict[int, int]:
+    connection: ImapConnection, mailbox: Mailbox, sizes: dict[int, int | None]
+) -> dict[int, int | None]:
     """With 'since a date', history older than the date is not fetched at all."""
     if mailbox.history_import != HistoryImport.SINCE or not mailbox.history_since:
         return sizes
@@ -208,12 +285,14 @@ def _drop_unwanted_history(
 
 
 def _store_batch(
-    mailbox: Mailbox, token: str, uidvalidity: int, batch: list[int], messages: list, result: PollResult
+    mailbox: Mailbox, token: str, uidvalidity: int, messages: list, result: PollResult, *, cursor: int
 ) -> None:
     """One transaction per batch: its emails and the advanced cursor commit together, and only
     while the lease is still ours (the conditional UPDATE also locks the mailbox row until the
-    commit, so a poller taking over waits for this batch rather than racing it)."""
-    new_ids, history, duplicates = [], 0, 0
+    commit, so a poller taking over waits for this batch rather than racing it).
+
+    `cursor` is the caller's: the highest UID below which every UID is stored or known gone."""
+    new_ids, history, duplicates, placeholders = [], 0, 0, 0
     written: list[str] = []
     try:
         with transaction.atomic():
@@ -229,17 +308,17 @@ def _store_batch(
                     internal_date=message.internal_date,
                     is_history=message.uid <= mailbox.imap_history_last_uid,
                     written_files=written,
+                    undelivered=message.undelivered,
                 )
                 if outcome.email is None:
                     duplicates += 1
+                elif message.undelivered:
+                    placeholders += 1  # nothing to process: the gap is only made visible
                 elif outcome.email.is_history:
                     history += 1
                 else:
                     new_ids.append(outcome.email.pk)
-            # Messages of the batch that vanished (expunged) before the fetch are passed over too.
-            Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=max(batch)).update(
-                imap_last_uid=max(batch)
-            )
+            Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=cursor).update(imap_last_uid=cursor)
     except BaseException:
         # The rows are gone with the rollback; their files must not stay behind as orphans.
         for name in written:
@@ -249,7 +328,8 @@ def _store_batch(
     result.new_email_ids += new_ids
     result.history_count += history
     result.duplicate_count += duplicates
-    mailbox.imap_last_uid = max(batch)
+    result.undelivered_count += placeholders
+    mailbox.imap_last_uid = max(mailbox.imap_last_uid, cursor)
 
 
 def _record_outcome(mailbox: Mailbox, result: PollResult) -> None:

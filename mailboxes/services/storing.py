@@ -21,6 +21,7 @@ from mailboxes.parsing import ParsedAddress, ParsedEmail, parse_email
 logger = logging.getLogger(__name__)
 
 _HASH_CHUNK = 1 << 20
+UNDELIVERED_PROBLEM = "server did not deliver this message"
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,7 @@ def email_store_fetched(
     internal_date: datetime | None,
     is_history: bool,
     written_files: list[str] | None = None,
+    undelivered: bool = False,
 ) -> StoreOutcome:
     """Store one message exactly once. Never raises for bad message content.
 
@@ -92,14 +94,21 @@ def email_store_fetched(
     form hits too (database down, disk full) raises, as `EmailStoreFailed` naming the message.
     A duplicate (same identity already stored in this mailbox) is refused by the database
     constraint and reported, not stored twice.
-    """
-    try:
-        parsed = parse_email(raw)
-    except Exception as exc:
-        logger.exception("parser failed on uid %s of mailbox %s", uid, mailbox.pk)
-        parsed = ParsedEmail.empty(problem=f"parser crashed: {type(exc).__name__}: {exc}")
 
-    identity = message_identity(raw, parsed.message_id)
+    `undelivered` (with raw=b""): a placeholder for a UID the server lists but never delivered,
+    so that the gap is visible; it is never processed, and its identity is its UID (two
+    placeholders are not the same message).
+    """
+    if undelivered:
+        parsed = ParsedEmail.empty(problem=UNDELIVERED_PROBLEM)
+        identity = hashlib.sha256(f"undelivered:{uidvalidity}:{uid}".encode()).hexdigest()
+    else:
+        try:
+            parsed = parse_email(raw)
+        except Exception as exc:
+            logger.exception("parser failed on uid %s of mailbox %s", uid, mailbox.pk)
+            parsed = ParsedEmail.empty(problem=f"parser crashed: {type(exc).__name__}: {exc}")
+        identity = message_identity(raw, parsed.message_id)
     existing = Email.objects.filter(mailbox=mailbox, identity=identity).values_list("pk", flat=True).first()
     if existing is not None:
         return StoreOutcome(email=None, duplicate_of=existing)
@@ -123,7 +132,9 @@ def email_store_fetched(
         "identity": identity,
         "received_at": received_at or timezone.now(),
         "is_history": is_history,
-        "processing_status": ProcessingStatus.SKIPPED if is_history else ProcessingStatus.PENDING,
+        "processing_status": (
+            ProcessingStatus.SKIPPED if is_history or undelivered else ProcessingStatus.PENDING
+        ),
     }
     attachment_files: list[str] = []
     try:
