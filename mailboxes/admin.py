@@ -8,6 +8,7 @@ from django.views.decorators.debug import sensitive_post_parameters, sensitive_v
 from autoresponse.admin import AutoReplyInline, AutoResponseRuleInline
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
+from .admin_access import MAILBOX_FILTER, MailboxScopedMixin
 from .models import Attachment, Email, Mailbox, ProcessingStatus
 from .services import mailbox_test_connection
 from .status import mailbox_state, mailboxes_annotate_status
@@ -78,7 +79,7 @@ class MailboxAdminForm(forms.ModelForm):
         super()._post_clean()
 
 
-class AttachmentInline(admin.TabularInline):
+class AttachmentInline(MailboxScopedMixin, admin.TabularInline):
     model = Attachment
     extra = 0
     can_delete = False
@@ -90,7 +91,7 @@ class AttachmentInline(admin.TabularInline):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(admin.ModelAdmin):
+class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
     form = MailboxAdminForm
     list_display = (
         "label",
@@ -191,7 +192,9 @@ class MailboxAdmin(admin.ModelAdmin):
     def short_last_error(self, mailbox: Mailbox) -> str:
         return (mailbox.last_error[:80] + "…") if len(mailbox.last_error) > 80 else mailbox.last_error
 
-    @admin.action(description="Test connection (IMAP login + folder, SMTP)")
+    # It sends the stored passwords to the configured servers: for those who may change the
+    # mailbox, not for viewers.
+    @admin.action(description="Test connection (IMAP login + folder, SMTP)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
         for mailbox in queryset:
             for check in mailbox_test_connection(mailbox=mailbox):
@@ -200,7 +203,7 @@ class MailboxAdmin(admin.ModelAdmin):
 
 
 @admin.register(Email)
-class EmailAdmin(admin.ModelAdmin):
+class EmailAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = (
         "subject",
         "from_address",
@@ -212,7 +215,13 @@ class EmailAdmin(admin.ModelAdmin):
         "lead",
         "case",
     )
-    list_filter = ("mailbox", "processing_status", "has_attachments", "is_history", "received_at")
+    list_filter = (
+        ("mailbox", MAILBOX_FILTER),
+        "processing_status",
+        "has_attachments",
+        "is_history",
+        "received_at",
+    )
     search_fields = ("subject", "from_address", "from_name", "message_id")
     list_select_related = ("mailbox", "lead", "case")
     date_hierarchy = "received_at"
@@ -231,11 +240,13 @@ class EmailAdmin(admin.ModelAdmin):
     def has_parse_problem(self, email: Email) -> bool:
         return bool(email.parse_problem)
 
-    @admin.action(description="Convert to case (no-op for emails already in a case)")
+    # State-changing actions need the change permission (a viewer must not create cases, nor
+    # reset processing, which runs the auto-replies again).
+    @admin.action(description="Convert to case (no-op for emails already in a case)", permissions=["change"])
     def convert_to_case(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         self._convert(request, queryset, email_convert_to_case, "case")
 
-    @admin.action(description="Convert to lead (no-op for emails already in a lead)")
+    @admin.action(description="Convert to lead (no-op for emails already in a lead)", permissions=["change"])
     def convert_to_lead(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         self._convert(request, queryset, email_convert_to_lead, "lead")
 
@@ -251,7 +262,7 @@ class EmailAdmin(admin.ModelAdmin):
         for message in refused:
             self.message_user(request, message, messages.WARNING)
 
-    @admin.action(description="Retry processing of failed emails")
+    @admin.action(description="Retry processing of failed emails", permissions=["change"])
     def retry_processing(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         count = queryset.filter(processing_status=ProcessingStatus.FAILED).update(
             processing_status=ProcessingStatus.PENDING, processing_attempts=0, processing_next_attempt_at=None
@@ -260,7 +271,7 @@ class EmailAdmin(admin.ModelAdmin):
 
 
 @admin.register(Attachment)
-class AttachmentAdmin(admin.ModelAdmin):
+class AttachmentAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = ("filename", "content_type", "size", "is_inline", "email")
     list_filter = ("is_inline", "content_type")
     search_fields = ("filename", "email__subject")
