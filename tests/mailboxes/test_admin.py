@@ -254,7 +254,9 @@ def test_changing_the_server_with_a_blank_password_is_refused(superuser_client, 
 def test_changing_the_server_with_the_password_typed_again_is_saved(superuser_client, secret, field, value):
     mailbox = _mailbox_with_secrets()
     url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
-    data = _mailbox_form_data(mailbox, **{"smtp_username": mailbox.smtp_username, field: value, secret: "typed"})
+    data = _mailbox_form_data(
+        mailbox, **{"smtp_username": mailbox.smtp_username, field: value, secret: "typed"}
+    )
     response = superuser_client.post(url, data)
     assert response.status_code == 302
     reloaded = Mailbox.objects.get(pk=mailbox.pk)
