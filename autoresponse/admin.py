@@ -3,12 +3,14 @@ from django.contrib import admin
 from django.core.exceptions import ValidationError
 from django.utils.html import format_html
 
+from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin, scoped_to_user
+
 from .conditions import ConditionError, ConditionSpec, validate_condition
 from .models import AutoReply, AutoResponseRule, EmailTemplate, RuleCondition
 from .rendering import TemplateProblem, sample_context, template_render, template_validate
 
 
-class AutoResponseRuleInline(admin.TabularInline):
+class AutoResponseRuleInline(MailboxScopedMixin, admin.TabularInline):
     """Rules inside the mailbox page; their conditions are edited on the rule's own page."""
 
     model = AutoResponseRule
@@ -39,16 +41,16 @@ class RuleConditionForm(forms.ModelForm):
         return cleaned
 
 
-class RuleConditionInline(admin.TabularInline):
+class RuleConditionInline(MailboxScopedMixin, admin.TabularInline):
     model = RuleCondition
     form = RuleConditionForm
     extra = 1
 
 
 @admin.register(AutoResponseRule)
-class AutoResponseRuleAdmin(admin.ModelAdmin):
+class AutoResponseRuleAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = ("name", "mailbox", "order", "is_active", "match", "template", "stop_after_match")
-    list_filter = ("is_active", "mailbox", "match")
+    list_filter = ("is_active", ("mailbox", MAILBOX_FILTER), "match")
     search_fields = ("name", "mailbox__label", "template__name")
     list_select_related = ("mailbox", "template")
     inlines = [RuleConditionInline]
@@ -78,6 +80,24 @@ class EmailTemplateAdmin(admin.ModelAdmin):
     readonly_fields = ("preview",)
     fields = ("name", "subject", "text_body", "html_body", "preview")
 
+    # Templates are shared by the rules of every mailbox (they hold no mailbox's data, only the
+    # text of auto-replies): anyone with the view permission may read them, but changing or
+    # deleting one changes what other mailboxes send, so a user may do it only when every rule
+    # using it belongs to a mailbox they can access.
+    def _used_elsewhere(self, request, template: EmailTemplate | None) -> bool:
+        if template is None or request.user.is_superuser:
+            return False
+        foreign = template.rules.exclude(
+            pk__in=scoped_to_user(template.rules.all(), request.user).values("pk")
+        )
+        return foreign.exists()
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return super().has_change_permission(request, obj) and not self._used_elsewhere(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return super().has_delete_permission(request, obj) and not self._used_elsewhere(request, obj)
+
     @admin.display(description="Preview (rendered against a sample email)")
     def preview(self, template: EmailTemplate) -> str:
         if not template.pk:
@@ -100,7 +120,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
         )
 
 
-class AutoReplyInline(admin.TabularInline):
+class AutoReplyInline(MailboxScopedMixin, admin.TabularInline):
     """On the email's page: what was sent in answer, or why not."""
 
     model = AutoReply
@@ -114,9 +134,9 @@ class AutoReplyInline(admin.TabularInline):
 
 
 @admin.register(AutoReply)
-class AutoReplyAdmin(admin.ModelAdmin):
+class AutoReplyAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = ("email", "rule_name", "status", "recipient", "short_reason", "sent_at", "created_at")
-    list_filter = ("status", "email__mailbox")
+    list_filter = ("status", ("email__mailbox", MAILBOX_FILTER))
     search_fields = ("recipient", "reason", "message_id", "email__subject")
     list_select_related = ("email",)
     readonly_fields = [field.name for field in AutoReply._meta.concrete_fields]

@@ -2,15 +2,29 @@ from django import forms
 from django.contrib import admin, messages
 from django.db.models import QuerySet
 from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
 from autoresponse.admin import AutoReplyInline, AutoResponseRuleInline
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
+from .admin_access import MAILBOX_FILTER, MailboxScopedMixin
 from .models import Attachment, Email, Mailbox, ProcessingStatus
 from .services import mailbox_test_connection
 from .status import mailbox_state, mailboxes_annotate_status
 
 SECRET_FIELDS = ("imap_password", "smtp_password")
+# A stored password is only ever sent to the server it was entered for: changing any of these
+# while leaving the password blank would send it to the new one (an editor could read it by
+# pointing the mailbox at a server of theirs and pressing Test connection).
+SERVER_FIELDS = {
+    "imap_password": ("imap_host", "imap_port", "imap_security", "imap_username"),
+    "smtp_password": ("smtp_host", "smtp_port", "smtp_security", "smtp_username"),
+}
+SERVER_CHANGED = (
+    "Enter the password again: the server changed (host, port, security or username), and the "
+    "stored password is only sent to the server it was entered for."
+)
 
 
 class MailboxAdminForm(forms.ModelForm):
@@ -44,17 +58,28 @@ class MailboxAdminForm(forms.ModelForm):
         cleaned = super().clean()
         if cleaned.get("history_import") == "since" and not cleaned.get("history_since"):
             self.add_error("history_since", "Give the date from which existing messages are imported.")
+        if self.instance.pk:
+            for secret, server_fields in SERVER_FIELDS.items():
+                if cleaned.get(secret) or not getattr(self.instance, secret):
+                    continue  # a new password, or none stored: nothing old can leak
+                # Compared with the instance as loaded (construct_instance runs after clean).
+                if any(
+                    name in cleaned and cleaned[name] != getattr(self.instance, name)
+                    for name in server_fields
+                ):
+                    self.add_error(secret, SERVER_CHANGED)
         return cleaned
 
     def _post_clean(self):
-        # A blank secret means "unchanged": put the stored value back before the model is filled.
+        # A blank secret means "unchanged": keep the stored value (still encrypted: the form never
+        # needs a key, so a mailbox whose key was removed can still be edited and fixed).
         for name in SECRET_FIELDS:
             if not self.cleaned_data.get(name) and self.instance.pk:
-                self.cleaned_data[name] = getattr(Mailbox.objects.get(pk=self.instance.pk), name)
+                self.cleaned_data[name] = getattr(self.instance, name)
         super()._post_clean()
 
 
-class AttachmentInline(admin.TabularInline):
+class AttachmentInline(MailboxScopedMixin, admin.TabularInline):
     model = Attachment
     extra = 0
     can_delete = False
@@ -66,7 +91,7 @@ class AttachmentInline(admin.TabularInline):
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(admin.ModelAdmin):
+class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
     form = MailboxAdminForm
     list_display = (
         "label",
@@ -133,6 +158,23 @@ class MailboxAdmin(admin.ModelAdmin):
         ("Sync state", {"classes": ("collapse",), "fields": readonly_fields}),
     )
 
+    # The POST carries the passwords and the form's frames hold them: Django's error report
+    # shows neither (every frame below the view is reported without its variables).
+    @method_decorator(sensitive_post_parameters(*SECRET_FIELDS))
+    @method_decorator(sensitive_variables())
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        # New IMAP settings or password (an admin fixing a failing mailbox): poll at the next
+        # dispatch rather than when the backoff of the old failures ends.
+        if change and any(
+            name in form.changed_data
+            for name in ("imap_password", "imap_folder", *SERVER_FIELDS["imap_password"])
+        ):
+            obj.next_poll_at = None
+        super().save_model(request, obj, form, change)
+
     def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
         # The state and backlog columns come from subqueries of the page's one query, the same
         # selector `mailhub_status` uses: no query per row.
@@ -150,7 +192,9 @@ class MailboxAdmin(admin.ModelAdmin):
     def short_last_error(self, mailbox: Mailbox) -> str:
         return (mailbox.last_error[:80] + "…") if len(mailbox.last_error) > 80 else mailbox.last_error
 
-    @admin.action(description="Test connection (IMAP login + folder, SMTP)")
+    # It sends the stored passwords to the configured servers: for those who may change the
+    # mailbox, not for viewers.
+    @admin.action(description="Test connection (IMAP login + folder, SMTP)", permissions=["change"])
     def test_connection(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
         for mailbox in queryset:
             for check in mailbox_test_connection(mailbox=mailbox):
@@ -159,7 +203,7 @@ class MailboxAdmin(admin.ModelAdmin):
 
 
 @admin.register(Email)
-class EmailAdmin(admin.ModelAdmin):
+class EmailAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = (
         "subject",
         "from_address",
@@ -171,7 +215,13 @@ class EmailAdmin(admin.ModelAdmin):
         "lead",
         "case",
     )
-    list_filter = ("mailbox", "processing_status", "has_attachments", "is_history", "received_at")
+    list_filter = (
+        ("mailbox", MAILBOX_FILTER),
+        "processing_status",
+        "has_attachments",
+        "is_history",
+        "received_at",
+    )
     search_fields = ("subject", "from_address", "from_name", "message_id")
     list_select_related = ("mailbox", "lead", "case")
     date_hierarchy = "received_at"
@@ -190,11 +240,13 @@ class EmailAdmin(admin.ModelAdmin):
     def has_parse_problem(self, email: Email) -> bool:
         return bool(email.parse_problem)
 
-    @admin.action(description="Convert to case (no-op for emails already in a case)")
+    # State-changing actions need the change permission (a viewer must not create cases, nor
+    # reset processing, which runs the auto-replies again).
+    @admin.action(description="Convert to case (no-op for emails already in a case)", permissions=["change"])
     def convert_to_case(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         self._convert(request, queryset, email_convert_to_case, "case")
 
-    @admin.action(description="Convert to lead (no-op for emails already in a lead)")
+    @admin.action(description="Convert to lead (no-op for emails already in a lead)", permissions=["change"])
     def convert_to_lead(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         self._convert(request, queryset, email_convert_to_lead, "lead")
 
@@ -210,7 +262,7 @@ class EmailAdmin(admin.ModelAdmin):
         for message in refused:
             self.message_user(request, message, messages.WARNING)
 
-    @admin.action(description="Retry processing of failed emails")
+    @admin.action(description="Retry processing of failed emails", permissions=["change"])
     def retry_processing(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         count = queryset.filter(processing_status=ProcessingStatus.FAILED).update(
             processing_status=ProcessingStatus.PENDING, processing_attempts=0, processing_next_attempt_at=None
@@ -219,7 +271,7 @@ class EmailAdmin(admin.ModelAdmin):
 
 
 @admin.register(Attachment)
-class AttachmentAdmin(admin.ModelAdmin):
+class AttachmentAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = ("filename", "content_type", "size", "is_inline", "email")
     list_filter = ("is_inline", "content_type")
     search_fields = ("filename", "email__subject")

@@ -1,9 +1,15 @@
 """Authenticated encryption of mailbox secrets at rest (Fernet: AES-128-CBC + HMAC-SHA256).
 
+Loading never decrypts: a model field holds a `StoredSecret`, and only the code that needs the
+plaintext (the IMAP/SMTP settings builders) asks for it with `reveal()`. So a secret whose key
+was removed fails only where it is used, and every other query that loads the row keeps working.
+
 Key rotation: MAILHUB_ENCRYPTION_KEYS lists keys newest first. MultiFernet encrypts with the first
 and decrypts with any, so a new key is prepended, `manage.py rotate_mailbox_secrets` re-encrypts
 every stored secret with it, and only then is the old key removed.
 """
+
+from __future__ import annotations
 
 import base64
 import hashlib
@@ -12,6 +18,7 @@ from functools import cache
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
 from django.db import models
+from django.db.models.query_utils import DeferredAttribute
 
 CIPHERTEXT_PREFIX = "fernet:"
 
@@ -57,20 +64,94 @@ def rotate_secret(stored: str) -> str:
     """Re-encrypt a stored secret with the newest key."""
     if not stored:
         return ""
-    token = current_fernet().rotate(stored.removeprefix(CIPHERTEXT_PREFIX).encode())
+    try:
+        token = current_fernet().rotate(stored.removeprefix(CIPHERTEXT_PREFIX).encode())
+    except InvalidToken as exc:
+        raise SecretDecryptionError(
+            "stored secret can't be decrypted with MAILHUB_ENCRYPTION_KEYS (was its key removed?)"
+        ) from exc
     return CIPHERTEXT_PREFIX + token.decode()
 
 
+class StoredSecret:
+    """A secret as a model instance holds it: ciphertext from the database, or a plaintext just
+    assigned (by a form, a factory, a shell) that is encrypted when saved.
+
+    A value object rather than a plain str so that (a) loading a row never needs a key, (b) no
+    repr, str, template or traceback can show the plaintext, and (c) code that needs the secret
+    says so with `reveal()`, which is easy to grep for.
+    """
+
+    __slots__ = ("_ciphertext", "_plaintext")
+
+    def __init__(self, *, ciphertext: str | None = None, plaintext: str | None = None) -> None:
+        if (ciphertext is None) == (plaintext is None):
+            raise ValueError("StoredSecret takes exactly one of ciphertext and plaintext")
+        self._ciphertext = ciphertext
+        self._plaintext = plaintext
+
+    @classmethod
+    def from_db(cls, stored: str) -> StoredSecret:
+        return cls(ciphertext=stored)
+
+    @classmethod
+    def from_plaintext(cls, plaintext: str) -> StoredSecret:
+        return cls(plaintext=plaintext)
+
+    def reveal(self) -> str:
+        """The plaintext; raises SecretDecryptionError when no configured key opens it."""
+        if self._plaintext is not None:
+            return self._plaintext
+        return decrypt_secret(self._ciphertext or "")
+
+    def stored(self) -> str:
+        """What goes into the column: the ciphertext as loaded, or the new plaintext encrypted."""
+        if self._ciphertext is not None:
+            return self._ciphertext
+        return encrypt_secret(self._plaintext or "")
+
+    def rotated(self) -> StoredSecret:
+        """The same secret encrypted with the newest key (SecretDecryptionError if unreadable)."""
+        if self._plaintext is not None:
+            return self
+        return StoredSecret(ciphertext=rotate_secret(self._ciphertext or ""))
+
+    def __bool__(self) -> bool:
+        return bool(self._ciphertext or self._plaintext)
+
+    def __repr__(self) -> str:
+        return f"<StoredSecret: {'set' if self else 'empty'}>"
+
+    __str__ = __repr__
+
+
+class _SecretDescriptor(DeferredAttribute):
+    """Whatever is assigned (str or StoredSecret), the attribute always holds a StoredSecret."""
+
+    def __set__(self, instance, value) -> None:
+        instance.__dict__[self.field.attname] = self.field.to_python(value)
+
+
 class EncryptedTextField(models.TextField):
-    """Python side: plaintext str. Database column: Fernet ciphertext only."""
+    """Python side: a StoredSecret (assign a plaintext str). Database column: Fernet ciphertext."""
+
+    descriptor_class = _SecretDescriptor
 
     def from_db_value(self, value, expression, connection):
         if value is None:
             return value
-        return decrypt_secret(value)
+        return StoredSecret.from_db(value)
+
+    def to_python(self, value):
+        # Never str(value): that would turn a StoredSecret into its repr and store that instead.
+        if value is None or isinstance(value, StoredSecret):
+            return value
+        if isinstance(value, str):
+            return StoredSecret.from_plaintext(value)
+        raise TypeError(f"{self.name} takes a str or a StoredSecret, not {type(value).__name__}")
 
     def get_prep_value(self, value):
-        value = super().get_prep_value(value)
+        value = self.to_python(value)
         if value is None:
             return value
-        return encrypt_secret(value)
+        return value.stored()

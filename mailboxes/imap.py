@@ -16,10 +16,11 @@ import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 
 import imapclient
+from django.views.decorators.debug import sensitive_variables
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
 from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
@@ -31,7 +32,7 @@ class ImapSettings:
     port: int
     security: str  # "ssl" | "starttls" | "none"
     username: str
-    password: str
+    password: str = field(repr=False)  # never in a repr, a log line or a traceback
     folder: str = "INBOX"
     timeout: float = 30.0
     ca_file: str = ""  # PEM CA bundle trusted in addition to the system CAs (MAILHUB_TLS_CA_FILE)
@@ -120,13 +121,21 @@ def imap_session(imap: ImapSettings) -> Iterator[ImapConnection]:
                     permanent=True,
                 )
             client.starttls(context)
-        client.login(imap.username, imap.password)
+        _login(client, imap)
     except ImapError:
         _close_quietly(client)
         raise
-    except (OSError, IMAPClientError) as exc:
+    except (OSError, IMAPClientError, EOFError) as exc:
         _close_quietly(client)
         raise _translate(exc, imap) from exc
+    except Exception as exc:
+        # Whatever else goes wrong while the credentials are handled: its text may quote them
+        # (an encoder names the character it choked on), so only its type is reported.
+        _close_quietly(client)
+        raise ImapError(
+            f"IMAP login to {imap.host}:{imap.port} failed on our side ({type(exc).__name__})",
+            permanent=False,
+        ) from exc
     try:
         yield ImapConnection(client, imap)
     except BaseException:
@@ -137,6 +146,31 @@ def imap_session(imap: ImapSettings) -> Iterator[ImapConnection]:
             client.logout()
         except (OSError, IMAPClientError, EOFError):
             _close_quietly(client)
+
+
+# Every frame below this one (imapclient's, imaplib's) is shown without its variables in Django's
+# error report: they hold the password or its base64 form.
+@sensitive_variables()
+def _login(client: imapclient.IMAPClient, imap: ImapSettings) -> None:
+    """AUTHENTICATE PLAIN when offered, else LOGIN, which can only carry ASCII.
+
+    RFC 3501 §6.2.3: LOGIN's arguments are 7-bit strings (imaplib encodes them as ASCII), while
+    SASL PLAIN (RFC 4616 §2) carries the authentication identity and password in UTF-8, through
+    AUTHENTICATE (RFC 3501 §6.2.2; AUTH=PLAIN capability). After STARTTLS imapclient asks for the
+    capabilities again, as RFC 3501 §6.2.1 requires.
+    """
+    if client.has_capability("AUTH=PLAIN"):
+        credentials = f"\0{imap.username}\0{imap.password}"
+        client.sasl_login("PLAIN", lambda _challenge: credentials)
+        return
+    if not (imap.username.isascii() and imap.password.isascii()):
+        raise ImapError(
+            f"IMAP server {imap.host}:{imap.port} does not offer AUTHENTICATE PLAIN (AUTH=PLAIN), "
+            "and its LOGIN command only carries ASCII: a username or password with non-ASCII "
+            "characters can't be sent to it (the password was not sent)",
+            permanent=True,
+        )
+    client.login(imap.username, imap.password)
 
 
 def _tls_port(imap: ImapSettings) -> bool:

@@ -9,9 +9,18 @@ from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
-from .encryption import EncryptedTextField
+from .encryption import EncryptedTextField, SecretDecryptionError
 from .imap import ImapSettings
 from .smtp import SmtpSettings
+
+# The reason recorded on a mailbox (and shown in the admin and `mailhub_status`) when its secret
+# was encrypted with a key that MAILHUB_ENCRYPTION_KEYS no longer lists.
+IMAP_KEY_MISSING_ERROR = (
+    "IMAP password can't be decrypted with MAILHUB_ENCRYPTION_KEYS: enter it again in the admin"
+)
+SMTP_KEY_MISSING_ERROR = (
+    "SMTP password can't be decrypted with MAILHUB_ENCRYPTION_KEYS: enter it again in the admin"
+)
 
 
 class TransportSecurity(models.TextChoices):
@@ -156,25 +165,37 @@ class Mailbox(models.Model):
     def __str__(self) -> str:
         return f"{self.label} <{self.email}>"
 
+    # The only two places that decrypt a mailbox's secrets: everything else loads the row without
+    # needing a key (see mailboxes/encryption.py).
     def imap_settings(self) -> ImapSettings:
+        """Raises SecretDecryptionError (IMAP_KEY_MISSING_ERROR) when the key is gone."""
+        try:
+            password = self.imap_password.reveal()
+        except SecretDecryptionError as exc:
+            raise SecretDecryptionError(IMAP_KEY_MISSING_ERROR) from exc
         return ImapSettings(
             host=self.imap_host,
             port=self.imap_port,
             security=self.imap_security,
             username=self.imap_username,
-            password=self.imap_password,
+            password=password,
             folder=self.imap_folder,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
             ca_file=settings.MAILHUB_TLS_CA_FILE,
         )
 
     def smtp_settings(self) -> SmtpSettings:
+        """Raises SecretDecryptionError (SMTP_KEY_MISSING_ERROR) when the key is gone."""
+        try:
+            password = self.smtp_password.reveal()
+        except SecretDecryptionError as exc:
+            raise SecretDecryptionError(SMTP_KEY_MISSING_ERROR) from exc
         return SmtpSettings(
             host=self.smtp_host,
             port=self.smtp_port,
             security=self.smtp_security,
             username=self.smtp_username,
-            password=self.smtp_password,
+            password=password,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
             ca_file=settings.MAILHUB_TLS_CA_FILE,
         )

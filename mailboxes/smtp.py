@@ -11,13 +11,16 @@ CAs plus, if set, the PEM bundle `SmtpSettings.ca_file` (a company's private CA)
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import socket
 import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from email.message import EmailMessage
+
+from django.views.decorators.debug import sensitive_variables
 
 from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
 
@@ -28,7 +31,7 @@ class SmtpSettings:
     port: int
     security: str  # "ssl" | "starttls" | "none"
     username: str = ""
-    password: str = ""
+    password: str = field(default="", repr=False)  # never in a repr, a log line or a traceback
     timeout: float = 30.0
     ca_file: str = ""  # PEM CA bundle trusted in addition to the system CAs (MAILHUB_TLS_CA_FILE)
 
@@ -113,6 +116,33 @@ def _connect(smtp: SmtpSettings, context: ssl.SSLContext | None) -> smtplib.SMTP
         raise
 
 
+# Every frame below this one (smtplib's) is shown without its variables in Django's error report:
+# they hold the password or its base64 form.
+@sensitive_variables()
+def _login(client: smtplib.SMTP, smtp: SmtpSettings) -> None:
+    """AUTH PLAIN in UTF-8 when offered, else smtplib's login (ASCII only).
+
+    smtplib encodes every AUTH response as ASCII, so a non-ASCII password raised an encoding
+    error naming one of its characters. SASL PLAIN (RFC 4616 §2) is UTF-8; it is sent as the
+    initial response of AUTH (RFC 4954 §4), which every server offering PLAIN accepts.
+    """
+    mechanisms = client.esmtp_features.get("auth", "").upper().split()
+    if "PLAIN" in mechanisms:
+        message = b"\0" + smtp.username.encode() + b"\0" + smtp.password.encode()
+        code, reply = client.docmd("AUTH", "PLAIN " + base64.b64encode(message).decode("ascii"))
+        # 235: authenticated; 503: already authenticated (as smtplib's own login accepts).
+        if code not in (235, 503):
+            raise smtplib.SMTPAuthenticationError(code, reply)
+        return
+    if not (smtp.username.isascii() and smtp.password.isascii()):
+        raise SmtpError(
+            f"SMTP server {smtp.host}:{smtp.port} does not offer AUTH PLAIN, which a username or "
+            "password with non-ASCII characters needs (the password was not sent)",
+            permanent=True,
+        )
+    client.login(smtp.username, smtp.password)
+
+
 @contextmanager
 def smtp_session(smtp: SmtpSettings) -> Iterator[smtplib.SMTP]:
     context = _ssl_context(smtp) if smtp.security in ("ssl", "starttls") else None
@@ -130,7 +160,17 @@ def smtp_session(smtp: SmtpSettings) -> Iterator[smtplib.SMTP]:
                 client.starttls(context=context)
                 client.ehlo()
             if smtp.username:
-                client.login(smtp.username, smtp.password)
+                try:
+                    _login(client, smtp)
+                except (SmtpError, smtplib.SMTPException, OSError):
+                    raise
+                except Exception as exc:
+                    # Its text may quote the credentials (an encoder names the character it
+                    # choked on): only its type is reported.
+                    raise SmtpError(
+                        f"SMTP login to {smtp.host}:{smtp.port} failed on our side ({type(exc).__name__})",
+                        permanent=False,
+                    ) from exc
             yield client
         finally:
             try:

@@ -1,21 +1,23 @@
 from django.contrib import admin
 
+from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
+
 from .models import Case, Lead
 
 
 @admin.register(Lead)
-class LeadAdmin(admin.ModelAdmin):
+class LeadAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = ("name", "email", "status", "mailbox", "owner", "created_at")
-    list_filter = ("status", "mailbox", "owner")
+    list_filter = ("status", ("mailbox", MAILBOX_FILTER), "owner")
     search_fields = ("name", "email", "subject", "notes")
     list_select_related = ("mailbox", "owner")
     date_hierarchy = "created_at"
 
 
 @admin.register(Case)
-class CaseAdmin(admin.ModelAdmin):
+class CaseAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_display = ("reference", "subject", "status", "priority", "assignee", "mailbox", "created_at")
-    list_filter = ("status", "priority", "mailbox", "assignee")
+    list_filter = ("status", "priority", ("mailbox", MAILBOX_FILTER), "assignee")
     search_fields = ("number", "subject", "description", "reporter_address", "reporter_name")
     list_select_related = ("mailbox", "assignee")
     date_hierarchy = "created_at"

@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import logging
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..encryption import SecretDecryptionError
 from ..imap import ImapError, imap_check_connection
 from ..models import Mailbox
 from ..smtp import SmtpError, smtp_check_connection
+
+logger = logging.getLogger("mailhub.connection")
 
 
 @dataclass(frozen=True)
@@ -16,18 +22,32 @@ class ConnectionCheck:
     message: str
 
 
+def _check(protocol: str, run: Callable[[], str]) -> ConnectionCheck:
+    try:
+        return ConnectionCheck(protocol, True, run())
+    except (ImapError, SmtpError, SecretDecryptionError) as exc:
+        # These messages are written to name no secret (see the gateways' _translate).
+        return ConnectionCheck(protocol, False, str(exc))
+    except Exception as exc:  # noqa: BLE001 - the admin gets an answer, never a 500
+        # A bug or an unforeseen library error: the admin gets an answer rather than a 500. Only
+        # the exception's type and where it was raised, in the message and the log: its text
+        # (and a traceback's) may quote what it choked on, a password say.
+        where = traceback.extract_tb(exc.__traceback__)[-1]
+        logger.error(
+            "%s connection check failed on our side: %s at %s:%s",
+            protocol,
+            type(exc).__name__,
+            where.filename,
+            where.lineno,
+        )
+        return ConnectionCheck(protocol, False, f"{protocol} check failed on our side ({type(exc).__name__})")
+
+
 def mailbox_test_connection(*, mailbox: Mailbox) -> list[ConnectionCheck]:
     """Log in to IMAP (and select the folder) and connect to SMTP; report each outcome exactly."""
-    checks = []
-    try:
-        checks.append(ConnectionCheck("IMAP", True, imap_check_connection(mailbox.imap_settings())))
-    except ImapError as exc:
-        checks.append(ConnectionCheck("IMAP", False, str(exc)))
+    checks = [_check("IMAP", lambda: imap_check_connection(mailbox.imap_settings()))]
     if mailbox.smtp_host:
-        try:
-            checks.append(ConnectionCheck("SMTP", True, smtp_check_connection(mailbox.smtp_settings())))
-        except SmtpError as exc:
-            checks.append(ConnectionCheck("SMTP", False, str(exc)))
+        checks.append(_check("SMTP", lambda: smtp_check_connection(mailbox.smtp_settings())))
     else:
         checks.append(ConnectionCheck("SMTP", False, "SMTP is not configured (no host)."))
     return checks

@@ -15,6 +15,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from mailboxes.encryption import SecretDecryptionError
 from mailboxes.imap import (
     FetchedMessage,
     FolderStatus,
@@ -121,6 +122,10 @@ def mailbox_poll(*, mailbox_id: int) -> PollResult:
         _sync(mailbox, token, result)
     except ImapError as exc:
         result.error, result.error_is_permanent = str(exc), exc.permanent
+    except SecretDecryptionError as exc:
+        # The key of the stored password is gone: only an admin entering it again can help, and
+        # only this mailbox is affected. Recorded like a permanent IMAP error (with backoff).
+        result.error, result.error_is_permanent = str(exc), True
     except LeaseLost as exc:
         result.skipped_reason = str(exc)
     except Exception as exc:

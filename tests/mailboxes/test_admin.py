@@ -102,13 +102,13 @@ def test_secrets_are_write_only_in_the_admin_form(superuser_client):
     page = superuser_client.get(url).content.decode()
     assert "imap-old-secret" not in page
     assert "smtp-old-secret" not in page
-    assert mailbox.imap_password not in page
+    assert mailbox.imap_password.stored() not in page
 
     # Blank keeps the stored secrets.
     response = superuser_client.post(url, _mailbox_form_data(mailbox, label="Renamed"))
     assert response.status_code == 302, response.content.decode()[:3000]
     mailbox.refresh_from_db()
-    assert (mailbox.label, mailbox.imap_password, mailbox.smtp_password) == (
+    assert (mailbox.label, mailbox.imap_password.reveal(), mailbox.smtp_password.reveal()) == (
         "Renamed",
         "imap-old-secret",
         "smtp-old-secret",
@@ -118,7 +118,7 @@ def test_secrets_are_write_only_in_the_admin_form(superuser_client):
     response = superuser_client.post(url, _mailbox_form_data(mailbox, imap_password="imap-new"))
     assert response.status_code == 302
     mailbox.refresh_from_db()
-    assert (mailbox.imap_password, mailbox.smtp_password) == ("imap-new", "smtp-old-secret")
+    assert (mailbox.imap_password.reveal(), mailbox.smtp_password.reveal()) == ("imap-new", "smtp-old-secret")
 
 
 def test_history_since_requires_a_date(superuser_client):
@@ -211,3 +211,64 @@ def test_test_connection_reports_missing_folder(superuser_client, imap_account):
         f"IMAP folder 'Archive' does not exist for {imap_account.username!r}",
     )
     assert (smtp_check.ok, smtp_check.message) == (False, "SMTP is not configured (no host).")
+
+
+SERVER_CHANGES = [
+    ("imap_password", "imap_host", "attacker.example"),
+    ("imap_password", "imap_port", 1143),
+    ("imap_password", "imap_security", "ssl"),
+    ("imap_password", "imap_username", "someone-else"),
+    ("smtp_password", "smtp_host", "attacker.example"),
+    ("smtp_password", "smtp_port", 2525),
+    ("smtp_password", "smtp_security", "starttls"),
+    ("smtp_password", "smtp_username", "someone-else"),
+]
+
+
+def _mailbox_with_secrets() -> Mailbox:
+    return MailboxFactory(
+        imap_host="imap.acme.example",
+        imap_username="support",
+        imap_password="imap-old-secret",
+        smtp_host="smtp.acme.example",
+        smtp_username="support",
+        smtp_password="smtp-old-secret",
+    )
+
+
+@pytest.mark.parametrize(("secret", "field", "value"), SERVER_CHANGES)
+def test_changing_the_server_with_a_blank_password_is_refused(superuser_client, secret, field, value):
+    from mailboxes.admin import SERVER_CHANGED
+
+    mailbox = _mailbox_with_secrets()
+    url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
+    data = _mailbox_form_data(mailbox, **{"smtp_username": mailbox.smtp_username, field: value})
+    response = superuser_client.post(url, data)
+    assert response.status_code == 200
+    assert response.context["adminform"].form.errors == {secret: [SERVER_CHANGED]}
+    reloaded = Mailbox.objects.get(pk=mailbox.pk)
+    assert getattr(reloaded, field) == getattr(mailbox, field)  # nothing saved
+
+
+@pytest.mark.parametrize(("secret", "field", "value"), SERVER_CHANGES)
+def test_changing_the_server_with_the_password_typed_again_is_saved(superuser_client, secret, field, value):
+    mailbox = _mailbox_with_secrets()
+    url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
+    data = _mailbox_form_data(
+        mailbox, **{"smtp_username": mailbox.smtp_username, field: value, secret: "typed"}
+    )
+    response = superuser_client.post(url, data)
+    assert response.status_code == 302
+    reloaded = Mailbox.objects.get(pk=mailbox.pk)
+    assert (getattr(reloaded, field), getattr(reloaded, secret).reveal()) == (value, "typed")
+
+
+def test_changing_the_server_of_a_mailbox_without_stored_password_needs_none(superuser_client):
+    mailbox = MailboxFactory(imap_password="", smtp_host="", smtp_password="")
+    url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
+    response = superuser_client.post(
+        url, _mailbox_form_data(mailbox, imap_host="imap.new.example", smtp_host="smtp.new.example")
+    )
+    assert response.status_code == 302
+    reloaded = Mailbox.objects.get(pk=mailbox.pk)
+    assert (reloaded.imap_host, bool(reloaded.imap_password)) == ("imap.new.example", False)

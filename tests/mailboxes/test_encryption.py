@@ -1,3 +1,6 @@
+import json
+from datetime import timedelta
+
 import pytest
 from cryptography.fernet import Fernet
 
@@ -40,4 +43,107 @@ def test_rotate_command_reencrypts_every_mailbox(settings):
     call_command("rotate_mailbox_secrets")
     settings.MAILHUB_ENCRYPTION_KEYS = settings.MAILHUB_ENCRYPTION_KEYS[:1]
     mailbox = Mailbox.objects.get()
-    assert (mailbox.imap_password, mailbox.smtp_password) == ("one", "two")
+    assert (mailbox.imap_password.reveal(), mailbox.smtp_password.reveal()) == ("one", "two")
+
+
+# -- a removed key: only the mailbox's own polls and sends fail ----------------------------------
+
+
+@pytest.fixture
+def unreadable_mailbox(settings):
+    """A mailbox whose secrets were encrypted with a key that is no longer configured."""
+    mailbox = MailboxFactory(
+        label="Orphaned", imap_host="127.0.0.1", imap_port=9, imap_password="one", smtp_password="two"
+    )
+    settings.MAILHUB_ENCRYPTION_KEYS = [Fernet.generate_key().decode()]
+    return mailbox
+
+
+@pytest.mark.django_db
+def test_loading_never_decrypts_and_the_settings_builders_name_the_reason(unreadable_mailbox):
+    from mailboxes.models import IMAP_KEY_MISSING_ERROR, SMTP_KEY_MISSING_ERROR
+
+    mailbox = Mailbox.objects.get(pk=unreadable_mailbox.pk)  # raised before: decrypt on load
+    assert [m.label for m in Mailbox.objects.all()] == ["Orphaned"]
+    with pytest.raises(SecretDecryptionError, match=f"^{IMAP_KEY_MISSING_ERROR}$"):
+        mailbox.imap_settings()
+    with pytest.raises(SecretDecryptionError, match=f"^{SMTP_KEY_MISSING_ERROR}$"):
+        mailbox.smtp_settings()
+
+
+@pytest.mark.django_db
+def test_poll_with_a_removed_key_records_a_permanent_error_with_backoff(unreadable_mailbox):
+    from mailboxes.models import IMAP_KEY_MISSING_ERROR
+    from mailboxes.services import mailbox_poll
+
+    result = mailbox_poll(mailbox_id=unreadable_mailbox.pk)
+    assert (result.error, result.error_is_permanent) == (IMAP_KEY_MISSING_ERROR, True)
+    mailbox = Mailbox.objects.get(pk=unreadable_mailbox.pk)
+    assert (mailbox.last_error, mailbox.consecutive_failures) == (IMAP_KEY_MISSING_ERROR, 1)
+    assert mailbox.next_poll_at - mailbox.last_polled_at >= timedelta(seconds=0.8 * mailbox.poll_interval)
+    assert mailbox.poll_lease_token == ""
+
+
+@pytest.mark.django_db
+def test_mailhub_status_shows_a_mailbox_with_a_removed_key(unreadable_mailbox):
+    from io import StringIO
+
+    from django.core.management import CommandError, call_command
+
+    mailbox_poll_failed(unreadable_mailbox)
+    out = StringIO()
+    with pytest.raises(CommandError, match=r"1 mailbox\(es\) need attention: Orphaned \(failing\)"):
+        call_command("mailhub_status", "--json", stdout=out)
+    document = json.loads(out.getvalue())
+    assert [(m["label"], m["state"], m["last_error"]) for m in document["mailboxes"]] == [
+        (
+            "Orphaned",
+            "failing",
+            "IMAP password can't be decrypted with MAILHUB_ENCRYPTION_KEYS: enter it again in the admin",
+        )
+    ]
+
+
+@pytest.mark.django_db
+def test_processing_an_email_of_a_mailbox_with_a_removed_key_works(unreadable_mailbox):
+    from processing.services import email_convert_to_case
+    from tests.factories import EmailFactory
+
+    email = EmailFactory(mailbox=unreadable_mailbox)
+    case = email_convert_to_case(email_id=email.pk)
+    assert case.mailbox_id == unreadable_mailbox.pk
+
+
+@pytest.mark.django_db
+def test_admin_pages_work_with_a_removed_key_and_a_new_password_fixes_it(client, unreadable_mailbox):
+    from django.urls import reverse
+
+    from tests.factories import UserFactory
+    from tests.mailboxes.test_admin import _mailbox_form_data
+
+    mailbox_poll_failed(unreadable_mailbox)
+    client.force_login(UserFactory(is_superuser=True, is_staff=True))
+    changelist = client.get(reverse("admin:mailboxes_mailbox_changelist"))
+    assert changelist.status_code == 200
+    assert "IMAP password can&#x27;t be decrypted" in changelist.content.decode()
+    url = reverse("admin:mailboxes_mailbox_change", args=[unreadable_mailbox.pk])
+    assert client.get(url).status_code == 200
+    response = client.post(url, _mailbox_form_data(unreadable_mailbox, imap_password="new-one"))
+    assert response.status_code == 302
+    mailbox = Mailbox.objects.get(pk=unreadable_mailbox.pk)
+    assert mailbox.imap_settings().password == "new-one"
+    assert mailbox.next_poll_at is None  # polled at the next dispatch, not after the backoff
+
+
+@pytest.mark.django_db
+def test_rotate_command_refuses_a_secret_it_cannot_read(unreadable_mailbox):
+    from django.core.management import CommandError, call_command
+
+    with pytest.raises(CommandError, match=r"\(Orphaned\): imap_password can't be decrypted"):
+        call_command("rotate_mailbox_secrets")
+
+
+def mailbox_poll_failed(mailbox) -> None:
+    from mailboxes.services import mailbox_poll
+
+    assert mailbox_poll(mailbox_id=mailbox.pk).error

@@ -89,7 +89,10 @@ def test_secrets_are_ciphertext_in_the_database_row():
         assert plain not in raw
         assert decrypt_secret(raw) == plain
     reloaded = Mailbox.objects.get(pk=mailbox.pk)
-    assert (reloaded.imap_password, reloaded.smtp_password) == ("imap-pass-123", "smtp-pass-456")
+    assert (reloaded.imap_password.reveal(), reloaded.smtp_password.reveal()) == (
+        "imap-pass-123",
+        "smtp-pass-456",
+    )
 
 
 def test_same_secret_encrypts_differently_each_time():

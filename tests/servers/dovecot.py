@@ -53,7 +53,7 @@ instance_name = {instance}
 log_path = {base}/dovecot.log
 {ssl_settings}
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+auth_mechanisms = {auth_mechanisms}
 # Wrong passwords are tested on purpose: don't make them slow (see also anvil below).
 auth_failure_delay = 0
 login_greeting = mailhub test IMAP ready.
@@ -150,7 +150,13 @@ class DovecotServer(ManagedServer):
         separator: str = ".",
         host: str = LOCALHOST,
         tls: TlsFiles | None = None,
+        password: str = PASSWORD,
+        auth_mechanisms: str = "plain login",
     ) -> None:
+        # `password` is every account's (a non-ASCII one needs AUTHENTICATE PLAIN: LOGIN is
+        # ASCII-only); `auth_mechanisms` is what AUTH=... the server advertises.
+        self.password = password
+        self.auth_mechanisms = auth_mechanisms
         self.host = host
         self._fixed_port = port
         self.port = port or 0
@@ -261,7 +267,8 @@ class DovecotServer(ManagedServer):
                 mail_uid=mail_uid,
                 mail_gid=mail_gid,
                 separator=self.separator,
-                password=PASSWORD,
+                password=self.password,
+                auth_mechanisms=self.auth_mechanisms,
             )
         )
         return config

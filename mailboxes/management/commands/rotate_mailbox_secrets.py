@@ -1,7 +1,10 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
+from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Mailbox
+
+SECRET_FIELDS = ("imap_password", "smtp_password")
 
 
 class Command(BaseCommand):
@@ -13,8 +16,18 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         count = 0
         with transaction.atomic():
-            # Loading decrypts with any configured key; saving encrypts with the newest one.
-            for mailbox in Mailbox.objects.select_for_update().only("imap_password", "smtp_password"):
-                mailbox.save(update_fields=["imap_password", "smtp_password"])
+            # Loading never decrypts: each secret is re-encrypted explicitly (any configured key
+            # opens it, the newest one seals it). One unreadable secret stops the whole run, so
+            # that the old key is not removed while a secret still depends on it.
+            for mailbox in Mailbox.objects.select_for_update().only("label", *SECRET_FIELDS):
+                for name in SECRET_FIELDS:
+                    try:
+                        setattr(mailbox, name, getattr(mailbox, name).rotated())
+                    except SecretDecryptionError as exc:
+                        raise CommandError(
+                            f"mailbox {mailbox.pk} ({mailbox.label}): {name} can't be decrypted with "
+                            "MAILHUB_ENCRYPTION_KEYS; nothing was re-encrypted"
+                        ) from exc
+                mailbox.save(update_fields=list(SECRET_FIELDS))
                 count += 1
         self.stdout.write(f"Re-encrypted the secrets of {count} mailbox(es).")

@@ -1,0 +1,70 @@
+"""The admin keeps the staff pages' access rule: `Mailbox.objects.accessible_to(user)`.
+
+A leaf module (it imports only the mailboxes models) so that every app's admin can use it
+without importing another app's admin. Superusers see everything, as `accessible_to` says.
+"""
+
+from __future__ import annotations
+
+from django.contrib import admin
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import Model, QuerySet
+from django.http import HttpRequest
+
+from .models import Mailbox
+
+# The relations followed from a model to the mailbox its rows belong to, in this order: an email
+# by `mailbox`, an attachment or auto-reply by `email`, a rule condition by `rule`, a case event
+# by `case`.
+_PATH_FIELDS = ("mailbox", "email", "rule", "case")
+
+
+def mailbox_path(model: type[Model]) -> str | None:
+    """The lookup from `model` to its Mailbox ("" for Mailbox itself), or None if it has none."""
+    if model is Mailbox:
+        return ""
+    for name in _PATH_FIELDS:
+        try:
+            field = model._meta.get_field(name)
+        except FieldDoesNotExist:
+            continue
+        if not field.many_to_one:
+            continue
+        inner = mailbox_path(field.related_model)
+        if inner is not None:
+            return f"{name}__{inner}" if inner else name
+    return None
+
+
+def scoped_to_user(queryset: QuerySet, user) -> QuerySet:
+    """Rows of the mailboxes `user` may see; a model without a mailbox is left as it is."""
+    path = mailbox_path(queryset.model)
+    if path is None:
+        return queryset
+    if user.is_active and user.is_superuser:
+        return queryset  # accessible_to is all of them: no subquery needed
+    accessible = Mailbox.objects.accessible_to(user)
+    if path == "":
+        return queryset.filter(pk__in=accessible.values("pk"))
+    return queryset.filter(**{f"{path}__in": accessible.values("pk")})
+
+
+class MailboxScopedMixin:
+    """For ModelAdmins and inlines: rows, and the choices of foreign keys, of the user's
+    mailboxes only. A row outside them is not found (the admin answers with a redirect and
+    "doesn't exist", never showing it), and a form can't attach a row to another mailbox."""
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet:
+        return scoped_to_user(super().get_queryset(request), request.user)  # type: ignore[misc]
+
+    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+        if "queryset" not in kwargs and mailbox_path(db_field.related_model) is not None:
+            kwargs["queryset"] = scoped_to_user(
+                db_field.remote_field.model._default_manager.all(), request.user
+            )
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+
+
+# The mailbox filter of a changelist lists only the mailboxes of the rows the user sees, not
+# every mailbox's label.
+MAILBOX_FILTER = admin.RelatedOnlyFieldListFilter
