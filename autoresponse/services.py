@@ -25,7 +25,7 @@ from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
 from .conditions import ConditionSpec, EmailFacts, rule_matches
-from .loops import LoopCheckInput, reply_recipient, suppression_reason
+from .loops import LoopCheckInput, answered_address, suppression_reason
 from .models import AutoReply, AutoReplyStatus, AutoResponseRule
 from .rendering import TemplateProblem, header_safe, template_render
 
@@ -106,15 +106,18 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
     if not rules:
         return []
     facts = email_facts(email)
+    # One parse of Reply-To (the MIME parser's), one answered address: the loop check below tests
+    # exactly the address the reply goes to.
+    recipient = answered_address(
+        reply_to=[tuple(pair) for pair in email.reply_to], sender_address=email.from_address
+    )
     loop_reason = suppression_reason(
         LoopCheckInput(
             headers=list(facts.headers),
             sender_address=email.from_address,
             own_addresses=_own_addresses(),
+            answered=recipient,
         )
-    )
-    recipient = reply_recipient(
-        reply_to=[tuple(pair) for pair in email.reply_to], sender_address=email.from_address
     )
     to_send = []
     for rule in rules:
