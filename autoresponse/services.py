@@ -25,7 +25,7 @@ from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
 from .conditions import ConditionSpec, EmailFacts, rule_matches
-from .loops import LoopCheckInput, answered_address, suppression_reason
+from .loops import LoopCheckInput, address_key, answered_address, suppression_reason
 from .models import AutoReply, AutoReplyStatus, AutoResponseRule
 from .rendering import TemplateProblem, header_safe, template_render
 
@@ -79,14 +79,40 @@ def _own_addresses() -> frozenset[str]:
     return frozenset(address.lower() for address in Mailbox.objects.values_list("email", flat=True))
 
 
-def _rate_limited(mailbox: Mailbox, sender: str) -> bool:
+# Rows that went out or may still go out (or may have: an uncertain outcome) count against the
+# limits; suppressed and failed ones never reached anybody.
+_COUNTED_STATUSES = (AutoReplyStatus.PENDING, AutoReplyStatus.SENDING, AutoReplyStatus.SENT)
+
+
+def _rate_limited(mailbox: Mailbox, key: str) -> bool:
+    """Whether the answered address (its `address_key`) already got an auto-reply in the window.
+
+    Keyed on what is answered, not on From: rotating From addresses with one Reply-To victim
+    would otherwise get one reply each.
+    """
     since = timezone.now() - timedelta(hours=mailbox.auto_reply_window_hours)
     return AutoReply.objects.filter(
+        recipient_key=key,
         email__mailbox=mailbox,
-        email__from_address__iexact=sender,
-        status__in=[AutoReplyStatus.PENDING, AutoReplyStatus.SENDING, AutoReplyStatus.SENT],
+        status__in=_COUNTED_STATUSES,
         created_at__gte=since,
     ).exists()
+
+
+def _hourly_cap_reached(mailbox: Mailbox) -> bool:
+    """Whether this mailbox already sent (or is sending) its cap of auto-replies in the last hour.
+
+    Race-free because decisions run in the processing transaction that holds the mailbox row
+    (`select_for_update` in processing): no other decision of this mailbox counts in between.
+    """
+    cap = mailbox.auto_reply_hourly_cap
+    if cap == 0:
+        return True
+    since = timezone.now() - timedelta(hours=1)
+    recent = AutoReply.objects.filter(
+        email__mailbox=mailbox, status__in=_COUNTED_STATUSES, created_at__gte=since
+    )
+    return recent[:cap].count() >= cap
 
 
 def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[int]:
@@ -140,17 +166,22 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
 def _decide(
     email: Email, rule: AutoResponseRule, recipient: str, loop_reason: str | None
 ) -> AutoReply | None:
-    reply = AutoReply(email=email, rule=rule, rule_name=rule.name, recipient=recipient)
+    key = address_key(recipient) if recipient else ""
+    reply = AutoReply(email=email, rule=rule, rule_name=rule.name, recipient=recipient, recipient_key=key)
+    mailbox = email.mailbox
     if loop_reason:
         reply.status, reply.reason = AutoReplyStatus.SUPPRESSED, loop_reason
     elif not recipient:
         reply.status, reply.reason = AutoReplyStatus.SUPPRESSED, "no valid address to answer to"
-    elif _rate_limited(email.mailbox, email.from_address):
+    elif _rate_limited(mailbox, key):
         reply.status = AutoReplyStatus.SUPPRESSED
         reply.reason = (
-            f"rate limit: this sender already got an auto-response from this mailbox within "
-            f"{email.mailbox.auto_reply_window_hours} h"
+            f"rate limit: {recipient} already got an auto-response from this mailbox within "
+            f"{mailbox.auto_reply_window_hours} h"
         )
+    elif _hourly_cap_reached(mailbox):
+        reply.status = AutoReplyStatus.SUPPRESSED
+        reply.reason = f"hourly cap of {mailbox.auto_reply_hourly_cap} auto-replies reached for this mailbox"
     else:
         try:
             message = compose_auto_reply(email=email, rule=rule, recipient=recipient)
