@@ -95,6 +95,10 @@ class AutoReplyStatus(models.TextChoices):
     SENT = "sent", "Sent"
     SUPPRESSED = "suppressed", "Suppressed"
     FAILED = "failed", "Failed"
+    # The connection died after the whole message was sent, before the server's answer (or the
+    # worker died mid-send): it may have been delivered. Never retried automatically; an admin
+    # resends it by hand after checking it did not arrive.
+    UNCERTAIN = "uncertain", "Unknown outcome (resend by hand)"
 
 
 class AutoReply(models.Model):

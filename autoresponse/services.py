@@ -3,9 +3,11 @@
 Deciding creates one AutoReply row per (email, matching rule) — unique in the database — either
 `pending` with the fully rendered message, or `suppressed` with the reason. Sending claims a
 pending row with a conditional UPDATE (pending -> sending), so a rerun, a retry or a second worker
-can never send a second copy. A worker that dies between the SMTP transaction and marking the row
-`sent` leaves it `sending`; such rows are failed after a while instead of being sent again: a
-missing auto-reply is better than a duplicate one.
+can never send a second copy. When nobody can know whether the server accepted the message (the
+connection died after the final dot, or a worker died between the SMTP transaction and marking
+the row `sent`, leaving it `sending`), the row becomes `uncertain`: never retried automatically,
+an admin resends it by hand (`auto_replies_resend_by_hand`). A missing auto-reply is better than
+a duplicate one.
 """
 
 from __future__ import annotations
@@ -18,9 +20,11 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, make_msgid
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
+from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
@@ -81,7 +85,12 @@ def _own_addresses() -> frozenset[str]:
 
 # Rows that went out or may still go out (or may have: an uncertain outcome) count against the
 # limits; suppressed and failed ones never reached anybody.
-_COUNTED_STATUSES = (AutoReplyStatus.PENDING, AutoReplyStatus.SENDING, AutoReplyStatus.SENT)
+_COUNTED_STATUSES = (
+    AutoReplyStatus.PENDING,
+    AutoReplyStatus.SENDING,
+    AutoReplyStatus.SENT,
+    AutoReplyStatus.UNCERTAIN,
+)
 
 
 def _rate_limited(mailbox: Mailbox, key: str) -> bool:
@@ -231,37 +240,86 @@ def compose_auto_reply(*, email: Email, rule: AutoResponseRule, recipient: str) 
 
 def auto_reply_send(*, auto_reply_id: int) -> AutoReply:
     """Send one pending auto-reply at most once. Transient SMTP errors leave it pending with a
-    backoff time; permanent ones (5xx, bad login) fail it with the reason."""
+    backoff time; permanent ones (5xx, bad login, undecryptable secret) fail it with the reason;
+    an unknown outcome makes it `uncertain`. It never stays `sending` after this returns."""
     now = timezone.now()
     claimed = (
         AutoReply.objects.filter(pk=auto_reply_id, status=AutoReplyStatus.PENDING)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .update(status=AutoReplyStatus.SENDING, claimed_at=now, attempts=F("attempts") + 1)
     )
-    reply = AutoReply.objects.select_related("email__mailbox").get(pk=auto_reply_id)
+    reply = AutoReply.objects.select_related("email").get(pk=auto_reply_id)
     if not claimed:
         return reply
-    mailbox = reply.email.mailbox
+    try:
+        # Loaded here, not joined above: a mailbox whose secret can't be decrypted fails only its
+        # own sends, recorded on this row.
+        mailbox = Mailbox.objects.get(pk=reply.email.mailbox_id)
+        smtp = mailbox.smtp_settings()
+    except SecretDecryptionError as exc:
+        return _finish(reply, AutoReplyStatus.FAILED, f"SMTP password of the mailbox unusable: {exc}")
     try:
         smtp_send_raw(
-            mailbox.smtp_settings(),
+            smtp,
             sender=mailbox.email,
             recipients=[reply.recipient],
             message=reply.rendered_message.encode("utf-8"),
         )
     except SmtpError as exc:
+        if exc.ambiguous:
+            return _finish(
+                reply, AutoReplyStatus.UNCERTAIN, f"{exc}; not retried, resend by hand if it did not arrive"
+            )
         if exc.permanent or reply.attempts >= MAX_SEND_ATTEMPTS:
-            reply.status, reply.next_attempt_at = AutoReplyStatus.FAILED, None
-        else:
-            reply.status = AutoReplyStatus.PENDING
-            reply.next_attempt_at = timezone.now() + send_retry_delay(reply.attempts)
-        reply.reason = str(exc)
-        reply.save(update_fields=["status", "reason", "next_attempt_at"])
-        logger.warning("auto-reply %s not sent (%s): %s", reply.pk, reply.status, exc)
-        return reply
+            return _finish(reply, AutoReplyStatus.FAILED, str(exc))
+        return _finish(
+            reply,
+            AutoReplyStatus.PENDING,
+            str(exc),
+            next_attempt_at=timezone.now() + send_retry_delay(reply.attempts),
+        )
+    except Exception as exc:
+        # Not a translated SMTP error: where it happened is unknown, so the message may be out.
+        logger.exception("auto-reply %s: unexpected error while sending", reply.pk)
+        return _finish(
+            reply, AutoReplyStatus.UNCERTAIN, f"unexpected {type(exc).__name__} while sending; not retried"
+        )
     reply.status, reply.sent_at, reply.reason = AutoReplyStatus.SENT, timezone.now(), ""
     reply.save(update_fields=["status", "sent_at", "reason"])
     return reply
+
+
+def _finish(
+    reply: AutoReply, status: AutoReplyStatus, reason: str, *, next_attempt_at: datetime | None = None
+) -> AutoReply:
+    reply.status, reply.reason, reply.next_attempt_at = status, reason, next_attempt_at
+    reply.save(update_fields=["status", "reason", "next_attempt_at"])
+    logger.warning("auto-reply %s not sent (%s): %s", reply.pk, status, reason)
+    return reply
+
+
+# Rows a person may send again: they did not go out, or nobody knows; a template failure has no
+# message to send.
+RESENDABLE_STATUSES = (AutoReplyStatus.UNCERTAIN, AutoReplyStatus.FAILED)
+
+
+def auto_replies_resend_by_hand(*, auto_reply_ids: list[int], requested_by: str) -> list[int]:
+    """Put uncertain or failed auto-replies back to pending (an admin checked they did not arrive).
+
+    A conditional UPDATE, so a double click or two admins move each row once. Returns the ids
+    moved; the caller enqueues them (the next poll would pick them up too).
+    """
+    resendable = AutoReply.objects.filter(pk__in=auto_reply_ids, status__in=RESENDABLE_STATUSES).exclude(
+        rendered_message=""
+    )
+    ids = list(resendable.values_list("pk", flat=True))
+    AutoReply.objects.filter(pk__in=ids, status__in=RESENDABLE_STATUSES).update(
+        status=AutoReplyStatus.PENDING,
+        next_attempt_at=None,
+        attempts=0,
+        reason=Concat(Value(f"resend requested by hand by {requested_by}; before: "), F("reason")),
+    )
+    return ids
 
 
 def send_retry_delay(attempts: int) -> timedelta:
@@ -271,13 +329,14 @@ def send_retry_delay(attempts: int) -> timedelta:
 
 def auto_replies_due(*, mailbox_id: int, created_before: datetime | None = None) -> list[int]:
     """Pending auto-replies whose (re)try time has come: a lost task or a crash is caught up by
-    the next poll. Stale 'sending' rows are failed here, never resent."""
+    the next poll. Stale 'sending' rows become 'uncertain' here, never resent."""
     now = timezone.now()
     AutoReply.objects.filter(
         email__mailbox_id=mailbox_id, status=AutoReplyStatus.SENDING, claimed_at__lt=now - STALE_SENDING_AFTER
     ).update(
-        status=AutoReplyStatus.FAILED,
-        reason="interrupted while sending; not retried so that no second copy can go out",
+        status=AutoReplyStatus.UNCERTAIN,
+        reason="interrupted while sending (outcome unknown); not retried so that no second copy can "
+        "go out, resend by hand if it did not arrive",
     )
     due = AutoReply.objects.filter(email__mailbox_id=mailbox_id, status=AutoReplyStatus.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)

@@ -180,6 +180,7 @@ class Mailbox(models.Model):
             password=self.smtp_password,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
             ca_file=settings.MAILHUB_TLS_CA_FILE,
+            data_timeout=settings.MAILHUB_SMTP_DATA_TIMEOUT,
         )
 
 

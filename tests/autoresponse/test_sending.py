@@ -247,14 +247,15 @@ def test_smtp_login_is_used(template, smtp_auth_server):
     assert smtp_auth_server.wait_for(1)[0].auth_login == "smtp-user"
 
 
-def test_stale_sending_is_failed_not_resent(mailbox, template, smtp_server):
+def test_stale_sending_becomes_uncertain_not_resent(mailbox, template, smtp_server):
     AutoResponseRuleFactory(mailbox=mailbox, template=template)
     email_process(email_id=new_email(mailbox).pk)
     AutoReply.objects.update(status=AutoReplyStatus.SENDING, claimed_at=timezone.now() - timedelta(hours=1))
     assert auto_replies_due(mailbox_id=mailbox.pk) == []
     reply = AutoReply.objects.get()
-    assert reply.status == AutoReplyStatus.FAILED
+    assert reply.status == AutoReplyStatus.UNCERTAIN
     assert "not retried" in reply.reason
+    assert auto_reply_send(auto_reply_id=reply.pk).status == AutoReplyStatus.UNCERTAIN
     assert smtp_server.messages == []
 
 
