@@ -28,7 +28,7 @@ from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
-from .conditions import ConditionSpec, EmailFacts, rule_matches
+from .conditions import ConditionSpec, EmailFacts, RegexBudget, rule_matches
 from .loops import LoopCheckInput, address_key, answered_address, suppression_reason
 from .models import AutoReply, AutoReplyStatus, AutoResponseRule
 from .rendering import TemplateProblem, header_safe, template_render
@@ -155,6 +155,8 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
         )
     )
     to_send = []
+    # One regex time budget for all conditions of all rules of this email.
+    budget = RegexBudget()
     for rule in rules:
         if joined_existing and not rule.answer_replies:
             continue
@@ -162,7 +164,11 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
             ConditionSpec(field=c.field, operator=c.operator, value=c.value, header_name=c.header_name)
             for c in rule.conditions.all()
         ]
-        if not rule_matches(specs, rule.match, facts):
+        timeouts_before = budget.timeouts
+        if not rule_matches(specs, rule.match, facts, budget):
+            if budget.timeouts > timeouts_before:
+                # Not answering is the safe side; the admin sees why this rule did not answer.
+                _decide(email, rule, recipient, "condition timed out: a regular expression took too long")
             continue
         reply = _decide(email, rule, recipient, loop_reason)
         if reply is not None and reply.status == AutoReplyStatus.PENDING:
