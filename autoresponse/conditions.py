@@ -32,8 +32,11 @@ Semantics (shown to admins in the rule editor, keep in sync):
   - ``regex``: a `regex`-module pattern (Python ``re`` syntax), searched anywhere in the text
     (anchor with ``^``/``$`` yourself), case-insensitive with full case folding; inline flags
     such as ``(?m)`` or ``(?s)`` work. At match time each search gets `REGEX_TIMEOUT` seconds
-    and only the first `REGEX_INPUT_LIMIT` characters of the text; a timeout counts as "no
-    match" and is logged.
+    and only the first `REGEX_INPUT_LIMIT` characters of the text, and all regex searches for one
+    email together (every candidate of every condition of every rule) share one `RegexBudget`
+    of `REGEX_EMAIL_BUDGET` seconds: each search gets what is left of it, and once it is used
+    up the remaining regex tests do not run. A timeout counts as "no match", is logged and is
+    counted on the budget, so the caller can record why the rule did not answer.
   - ``is_empty`` / ``is_not_empty``: a text is empty when it is blank (only whitespace); the
     value is ignored.
 
@@ -58,12 +61,14 @@ __all__ = [
     "FIELDS",
     "MATCH_MODES",
     "OPERATORS",
+    "REGEX_EMAIL_BUDGET",
     "REGEX_INPUT_LIMIT",
     "REGEX_MAX_LENGTH",
     "REGEX_TIMEOUT",
     "ConditionError",
     "ConditionSpec",
     "EmailFacts",
+    "RegexBudget",
     "condition_matches",
     "rule_matches",
     "validate_condition",
@@ -91,6 +96,9 @@ _VALUELESS = frozenset({"is_empty", "is_not_empty"})
 REGEX_MAX_LENGTH = 500
 #: Seconds one regex search may take at match time before it counts as "no match".
 REGEX_TIMEOUT = 0.1
+#: Seconds all regex searches for one email may take together (200 recipients x 0.1 s was 20 s).
+REGEX_EMAIL_BUDGET = 0.5
+_MIN_REGEX_TIMEOUT = 0.001
 #: Characters of a text that a regex sees at match time (a body can be megabytes).
 REGEX_INPUT_LIMIT = 100_000
 
@@ -136,6 +144,16 @@ class EmailFacts:
     to: list[tuple[str, str]]  # (display name, address)
     cc: list[tuple[str, str]]
     headers: list[tuple[str, str]]  # top-level headers in order, decoded
+
+
+@dataclass
+class RegexBudget:
+    """The regex time of one email, shared by all its conditions (see the module docstring)."""
+
+    remaining: float = REGEX_EMAIL_BUDGET
+    clock: Callable[[], float] = time.monotonic
+    #: Searches that timed out or were skipped because the budget was used up.
+    timeouts: int = 0
 
 
 # --------------------------------------------------------------------------- validation
@@ -322,28 +340,36 @@ def _candidates(spec: ConditionSpec, facts: EmailFacts) -> list[str]:
     return [facts.text_body or ""]  # text_body
 
 
-def _regex_search(pattern: str, text: str) -> bool:
+def _regex_search(pattern: str, text: str, budget: RegexBudget) -> bool:
     try:
         compiled = _compile(pattern)
     except ConditionError as exc:
         logger.warning("auto-response condition: regex %r is invalid: %s", pattern, exc)
         return False
+    timeout = min(REGEX_TIMEOUT, budget.remaining)
+    if timeout < _MIN_REGEX_TIMEOUT:  # used up (a float remainder is not time to search in)
+        budget.timeouts += 1
+        return False
+    started = budget.clock()
     try:
-        return compiled.search(text[:REGEX_INPUT_LIMIT], timeout=REGEX_TIMEOUT) is not None
+        return compiled.search(text[:REGEX_INPUT_LIMIT], timeout=timeout) is not None
     except TimeoutError:
+        budget.timeouts += 1
         logger.warning(
             "auto-response condition: regex %r timed out after %ss on %d characters; treated as no match",
             pattern,
-            REGEX_TIMEOUT,
+            timeout,
             min(len(text), REGEX_INPUT_LIMIT),
         )
         return False
+    finally:
+        budget.remaining -= budget.clock() - started
 
 
-def _positive_test(operator: str, value: str) -> Callable[[str], bool]:
+def _positive_test(operator: str, value: str, budget: RegexBudget) -> Callable[[str], bool]:
     """The per-candidate test of a positive operator."""
     if operator == "regex":
-        return lambda text: _regex_search(value, text)
+        return lambda text: _regex_search(value, text, budget)
     wanted = _fold(value)
     if operator == "contains":
         return lambda text: wanted in _fold(text)
@@ -367,8 +393,9 @@ def _is_valid_for_matching(spec: ConditionSpec) -> bool:
     return spec.operator in _VALUELESS or bool((spec.value or "").strip())
 
 
-def condition_matches(spec: ConditionSpec, facts: EmailFacts) -> bool:
+def condition_matches(spec: ConditionSpec, facts: EmailFacts, budget: RegexBudget | None = None) -> bool:
     """Whether one condition holds for the email. Never raises (see the module docstring)."""
+    budget = RegexBudget() if budget is None else budget
     if not _is_valid_for_matching(spec):
         logger.warning("auto-response condition %r is invalid and does not match", spec)
         return False
@@ -381,16 +408,22 @@ def condition_matches(spec: ConditionSpec, facts: EmailFacts) -> bool:
     if spec.operator == "not_contains":
         wanted = _fold(spec.value)
         return not any(wanted in _fold(text) for text in candidates)
-    test = _positive_test(spec.operator, spec.value)
+    test = _positive_test(spec.operator, spec.value, budget)
     return any(test(text) for text in candidates)
 
 
-def rule_matches(specs: list[ConditionSpec], match: str, facts: EmailFacts) -> bool:
-    """Whether a rule with these conditions and match mode ("all" / "any") matches the email."""
+def rule_matches(
+    specs: list[ConditionSpec], match: str, facts: EmailFacts, budget: RegexBudget | None = None
+) -> bool:
+    """Whether a rule with these conditions and match mode ("all" / "any") matches the email.
+
+    Pass the same `budget` for every rule of one email: it bounds their regex time together.
+    """
     if match not in MATCH_MODES:
         logger.warning("auto-response rule has unknown match mode %r; it matches nothing", match)
         return False
     if not specs:
         return True
-    results = (condition_matches(spec, facts) for spec in specs)
+    budget = RegexBudget() if budget is None else budget
+    results = (condition_matches(spec, facts, budget) for spec in specs)
     return all(results) if match == "all" else any(results)

@@ -23,17 +23,27 @@ help-desk systems (Zammad, OTRS/Znuny, FreeScout) learned the hard way:
 * Robot senders (mailer-daemon, postmaster, no-reply, bounces, ...) never read the answer, and an
   answer to one of *our own* mailboxes is the classic two-mailbox loop.
 
-Rate limiting (one auto-reply per sender per mailbox per time window) is the last line of defence
-and lives in the database layer, not here.
+Where the answer goes and what is checked are the same thing: `answered_address` picks the one
+address an auto-reply goes to from the *parsed* Reply-To pairs and From (the MIME parser decoded
+RFC 2047 display names, quoted commas and groups once), and `suppression_reason` checks exactly
+that address. Re-parsing the decoded header text would read a display name such as
+``=?utf-8?q?jane=40customer.example?= <support@our.example>`` as a different address than the
+one answered.
+
+Rate limiting (one auto-reply per answered address per mailbox per time window, and a per-mailbox
+hourly cap) is the last line of defence and lives in the database layer, not here;
+`address_key` gives it the normalised form of the answered address.
 """
 
 from __future__ import annotations
 
+import contextlib
 import re
 from dataclasses import dataclass
-from email.utils import getaddresses
 
-__all__ = ["LoopCheckInput", "reply_recipient", "suppression_reason"]
+from mailboxes import limits
+
+__all__ = ["LoopCheckInput", "address_key", "answered_address", "suppression_reason"]
 
 
 @dataclass(frozen=True)
@@ -41,6 +51,8 @@ class LoopCheckInput:
     headers: list[tuple[str, str]]  # top-level headers of the incoming email, decoded, in order
     sender_address: str  # the From address
     own_addresses: frozenset[str]  # every mailbox address of this installation (lowercase)
+    # The address the auto-reply would go to, `answered_address(...)`; "" when there is none.
+    answered: str
 
 
 # Microsoft's documented X-Auto-Response-Suppress values; each one asks responders to stay quiet
@@ -126,10 +138,16 @@ def suppression_reason(check: LoopCheckInput) -> str | None:
     # An answer to another mailbox of this installation would be answered back: the classic loop.
     if sender in own:
         return "sender is one of our own mailboxes"
-    # Reply-To decides where the answer goes (see reply_recipient), so it must pass the same tests.
-    reply_to = _first_valid(getaddresses(_values(headers, "Reply-To"))).lower()
-    if reply_to and reply_to in own:
+    # The answered address (Reply-To when there is one, see answered_address) is where the reply
+    # goes, so it passes the same tests as the sender; it is never parsed a second time here.
+    answered = _normalize_address(check.answered)
+    if answered and answered != sender and answered in own:
         return "Reply-To is one of our own mailboxes"
+    # Storing keeps at most MAX_HEADERS fields: a message that reached the cap may have had its
+    # Auto-Submitted or List-Id beyond it, so it can't be cleared as a person's mail. (Padding
+    # past the cap must never be a way around the rules below.)
+    if len(headers) >= limits.MAX_HEADERS:
+        return f"too many header fields to check for automatic mail (over {limits.MAX_HEADERS})"
 
     # RFC 3834 §2 (and §5): any Auto-Submitted value but "no" marks automatic mail. A present
     # but empty field is malformed; treat it as automatic, because a wrong guess here loops.
@@ -171,22 +189,61 @@ def suppression_reason(check: LoopCheckInput) -> str | None:
     robot = _robot_reason(sender)
     if robot:
         return robot
-    if reply_to:
-        robot = _robot_reason(reply_to)
+    if answered and answered != sender:
+        robot = _robot_reason(answered)
         if robot:
-            return f"Reply-To is a robot ({reply_to})"
+            return f"Reply-To is a robot ({answered})"
     return None
 
 
-def reply_recipient(*, reply_to: list[tuple[str, str]], sender_address: str) -> str:
-    """The address an auto-reply goes to: the first valid Reply-To address, else the From address.
+def answered_address(*, reply_to: list[tuple[str, str]], sender_address: str) -> str:
+    """The one address an auto-reply goes to: the first valid Reply-To address, else From.
 
-    RFC 3834 §4 lets a service response (a ticket acknowledgement is one) go where the author asked
-    answers to go, i.e. Reply-To, falling back to From. Returns ``""`` when there is no usable
-    address; the address comes back without angle brackets, its case untouched.
+    `reply_to` is the parsed (display name, address) list of the incoming email, as the MIME
+    parser stored it (encoded words decoded, groups flattened, unusable addresses as ``""``).
+
+    RFC 3834 §4 says automatic responses in general SHOULD go to the Return-Path; mailhub's
+    auto-responses are acknowledgements that carry the case reference, meant for the person, so
+    they go where a human reply goes (RFC 5322 §3.6.2: Reply-To when present, else From). Neither
+    address is authenticated, which is why the rate limits key on this address (see
+    `address_key`). Only one address is ever answered, however many Reply-To lists: one incoming
+    email can never fan out into several replies. Returns ``""`` when there is no usable address;
+    the address comes back without angle brackets, its case untouched.
     """
     chosen = _first_valid(reply_to or [])
     if chosen:
         return chosen
     sender = _bare(sender_address)
     return sender if _is_valid_address(sender) else ""
+
+
+# Providers where dots in the local part are ignored: victim.a@gmail.com is victim.a's inbox too.
+_DOTLESS_DOMAINS = frozenset({"gmail.com", "googlemail.com"})
+
+
+def address_key(address: str) -> str:
+    """The normalised form of an answered address, for rate limits only (never for sending).
+
+    Several spellings that reach the same inbox must count as one, otherwise a hostile sender
+    rotates them to get one reply each: case is folded (RFC 5321 §2.4 lets local parts be
+    case-sensitive, no real server is), angle brackets and blanks are dropped, the domain is
+    written in IDNA A-labels (``bücher.example`` = ``xn--bcher-kva.example``) without a trailing
+    dot, a ``+tag`` subaddress is dropped (RFC 5233; ``victim+1@`` and ``victim+2@`` are one
+    inbox at most providers) and Gmail's ignored dots are removed. Merging two addresses that
+    are in fact different inboxes costs at most one suppressed auto-reply, never a wrong
+    recipient: the reply still goes to `answered_address` as written.
+    """
+    bare = _bare(address).lower()
+    local, at, domain = bare.rpartition("@")
+    if not at:
+        return bare
+    domain = domain.rstrip(".")
+    # Not a valid IDN: the lowercased text is compared as it is.
+    with contextlib.suppress(UnicodeError):
+        domain = domain.encode("idna").decode("ascii")
+    if domain == "googlemail.com":
+        domain = "gmail.com"
+    local = local.split("+", 1)[0] or local
+    if domain in _DOTLESS_DOMAINS:
+        local = local.replace(".", "")
+    return f"{local}@{domain}"

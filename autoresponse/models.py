@@ -95,6 +95,10 @@ class AutoReplyStatus(models.TextChoices):
     SENT = "sent", "Sent"
     SUPPRESSED = "suppressed", "Suppressed"
     FAILED = "failed", "Failed"
+    # The connection died after the whole message was sent, before the server's answer (or the
+    # worker died mid-send): it may have been delivered. Never retried automatically; an admin
+    # resends it by hand after checking it did not arrive.
+    UNCERTAIN = "uncertain", "Unknown outcome (resend by hand)"
 
 
 class AutoReply(models.Model):
@@ -105,7 +109,10 @@ class AutoReply(models.Model):
     rule_name = models.CharField(max_length=100, help_text="Kept when the rule is deleted.")
     status = models.CharField(max_length=12, choices=AutoReplyStatus.choices, db_index=True)
     reason = models.TextField(blank=True, help_text="Why it was suppressed, or the last error.")
-    recipient = models.CharField(max_length=320, blank=True)
+    recipient = models.CharField(max_length=320, blank=True, help_text="The address answered, as written.")
+    # loops.address_key(recipient): the spellings of one inbox folded together; the rate limit is
+    # one indexed query on it.
+    recipient_key = models.CharField(max_length=320, blank=True, editable=False)
     message_id = models.CharField(max_length=998, blank=True, db_index=True)
     subject = models.TextField(blank=True)
     rendered_message = models.TextField(blank=True, help_text="The whole message as sent (RFC 5322).")
@@ -119,6 +126,11 @@ class AutoReply(models.Model):
         ordering = ["-created_at", "-id"]
         constraints = [
             models.UniqueConstraint(fields=["email", "rule"], name="autoreply_unique_email_rule"),
+        ]
+        indexes = [
+            # The per-address rate limit and the per-mailbox hourly cap look at recent rows only.
+            models.Index(fields=["recipient_key", "created_at"], name="autoreply_key_created"),
+            models.Index(fields=["created_at"], name="autoreply_created"),
         ]
         verbose_name_plural = "auto-replies"
 

@@ -30,10 +30,17 @@ Rules of the environment (documented for admins):
 * The sandbox (`ImmutableSandboxedEnvironment`) refuses attributes starting with ``_`` and Python
   internals, calls to unsafe callables, and changing the context's dicts and lists. Any refusal or
   error comes out as `TemplateProblem`, with the template line when known.
+* Input bounds: ``email.text`` is cut to its first `MAX_CONTEXT_TEXT_CHARS` characters and every
+  other text of the context to `MAX_CONTEXT_VALUE_CHARS` before the template sees it (a body can
+  be megabytes; what a template does with it is at most proportional to this).
 * Resource limits, per rendering: output at most `MAX_OUTPUT_CHARS`; loops together at most
   `MAX_LOOP_ITERATIONS` iterations; `RENDER_TIME_LIMIT` seconds; every string, list or number
   built along the way (``*``, ``**``, ``+``, ``~``, ``%``, filters and method calls) is size-checked,
   and format widths/precisions above `MAX_FORMAT_WIDTH` are refused before they allocate.
+  The time limit really stops work: while rendering, a trace function (``sys.settrace``) checks
+  the deadline every `_TRACE_CHECK_EVERY` Python line events and raises inside whatever filter is
+  running (``wordwrap`` on a long value, ``map``/``sort`` over a large list...). Work done in C
+  in one call (``str.replace``, ``*``) is not interrupted but bounded by the size checks above.
 
 `template_validate` (at save time) parses the source (syntax errors with their line), refuses
 unknown top-level variables (naming the variable and its line), then renders against
@@ -50,6 +57,7 @@ import contextvars
 import functools
 import re
 import string
+import sys
 import time
 import unicodedata
 from collections.abc import Callable, Iterable, Iterator
@@ -64,6 +72,8 @@ from jinja2.visitor import NodeTransformer
 
 __all__ = [
     "ALLOWED_VARIABLES",
+    "MAX_CONTEXT_TEXT_CHARS",
+    "MAX_CONTEXT_VALUE_CHARS",
     "MAX_FORMAT_WIDTH",
     "MAX_LOOP_ITERATIONS",
     "MAX_OUTPUT_CHARS",
@@ -90,6 +100,12 @@ MAX_WORK_CHARS = 5_000_000
 MAX_LOOP_ITERATIONS = 100_000
 #: Seconds one rendering may take.
 RENDER_TIME_LIMIT = 2.0
+#: Characters of the incoming email's text a template sees (the first 64 KiB).
+MAX_CONTEXT_TEXT_CHARS = 64 * 1024
+#: Characters of any other text of the context (subject, names, addresses...): a header's length.
+MAX_CONTEXT_VALUE_CHARS = 998
+#: The render deadline is checked every this many traced events (a power of two, minus one mask).
+_TRACE_CHECK_EVERY = 1024
 #: Largest width or precision in a format string (``%5d``, ``{:>10}``, strftime ``%-10d``).
 MAX_FORMAT_WIDTH = 9_999
 #: Largest integer built by ``*`` or ``**`` (bits).
@@ -556,10 +572,46 @@ def _problem(exc: Exception) -> TemplateProblem:
     return TemplateProblem(f"{type(exc).__name__}: {message}", line)
 
 
+def _bounded(value: Any, limit: int = MAX_CONTEXT_VALUE_CHARS) -> Any:
+    """A copy of a context value with every text cut to its bound (see the module docstring)."""
+    if isinstance(value, str):
+        return value[:limit]
+    if isinstance(value, dict):
+        return {
+            key: _bounded(item, MAX_CONTEXT_TEXT_CHARS if key == "text" else MAX_CONTEXT_VALUE_CHARS)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_bounded(item) for item in value[:MAX_LOOP_ITERATIONS]]
+    return value
+
+
+def _deadline_tracer(deadline: float) -> Callable[..., Any]:
+    """A sys.settrace function raising `_LimitExceeded` in the running code after `deadline`.
+
+    Line events reach a loop that runs inside one Python call (textwrap's), not only calls.
+    """
+    events = 0
+    mask = _TRACE_CHECK_EVERY - 1
+
+    def trace(_frame: Any, _event: str, _arg: Any) -> Any:
+        nonlocal events
+        events += 1
+        if not events & mask and time.monotonic() > deadline:
+            raise _LimitExceeded(f"the template took longer than {RENDER_TIME_LIMIT:g} s to render")
+        return trace
+
+    return trace
+
+
 def _render(template: Any, context: dict) -> str:
-    variables = {name: context.get(name) for name in ALLOWED_VARIABLES}
-    token = _BUDGET.set(_Budget(deadline=time.monotonic() + RENDER_TIME_LIMIT))
+    variables = {name: _bounded(context.get(name)) for name in ALLOWED_VARIABLES}
+    deadline = time.monotonic() + RENDER_TIME_LIMIT
+    token = _BUDGET.set(_Budget(deadline=deadline))
     chunks = template.generate(variables)
+    # Only this thread is traced; a tracer already installed (a debugger, coverage) is put back.
+    previous_trace = sys.gettrace()
+    sys.settrace(_deadline_tracer(deadline))
     try:
         parts: list[str] = []
         size = 0
@@ -577,6 +629,7 @@ def _render(template: Any, context: dict) -> str:
     except Exception as exc:
         raise _problem(exc) from exc
     finally:
+        sys.settrace(previous_trace)
         chunks.close()
         _BUDGET.reset(token)
 

@@ -3,9 +3,11 @@
 Deciding creates one AutoReply row per (email, matching rule) — unique in the database — either
 `pending` with the fully rendered message, or `suppressed` with the reason. Sending claims a
 pending row with a conditional UPDATE (pending -> sending), so a rerun, a retry or a second worker
-can never send a second copy. A worker that dies between the SMTP transaction and marking the row
-`sent` leaves it `sending`; such rows are failed after a while instead of being sent again: a
-missing auto-reply is better than a duplicate one.
+can never send a second copy. When nobody can know whether the server accepted the message (the
+connection died after the final dot, or a worker died between the SMTP transaction and marking
+the row `sent`, leaving it `sending`), the row becomes `uncertain`: never retried automatically,
+an admin resends it by hand (`auto_replies_resend_by_hand`). A missing auto-reply is better than
+a duplicate one.
 """
 
 from __future__ import annotations
@@ -18,14 +20,17 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, make_msgid
 
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
 from django.utils import timezone
 
+from mailboxes import limits
+from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
-from .conditions import ConditionSpec, EmailFacts, rule_matches
-from .loops import LoopCheckInput, reply_recipient, suppression_reason
+from .conditions import ConditionSpec, EmailFacts, RegexBudget, rule_matches
+from .loops import LoopCheckInput, address_key, answered_address, suppression_reason
 from .models import AutoReply, AutoReplyStatus, AutoResponseRule
 from .rendering import TemplateProblem, header_safe, template_render
 
@@ -79,14 +84,45 @@ def _own_addresses() -> frozenset[str]:
     return frozenset(address.lower() for address in Mailbox.objects.values_list("email", flat=True))
 
 
-def _rate_limited(mailbox: Mailbox, sender: str) -> bool:
+# Rows that went out or may still go out (or may have: an uncertain outcome) count against the
+# limits; suppressed and failed ones never reached anybody.
+_COUNTED_STATUSES = (
+    AutoReplyStatus.PENDING,
+    AutoReplyStatus.SENDING,
+    AutoReplyStatus.SENT,
+    AutoReplyStatus.UNCERTAIN,
+)
+
+
+def _rate_limited(mailbox: Mailbox, key: str) -> bool:
+    """Whether the answered address (its `address_key`) already got an auto-reply in the window.
+
+    Keyed on what is answered, not on From: rotating From addresses with one Reply-To victim
+    would otherwise get one reply each.
+    """
     since = timezone.now() - timedelta(hours=mailbox.auto_reply_window_hours)
     return AutoReply.objects.filter(
+        recipient_key=key,
         email__mailbox=mailbox,
-        email__from_address__iexact=sender,
-        status__in=[AutoReplyStatus.PENDING, AutoReplyStatus.SENDING, AutoReplyStatus.SENT],
+        status__in=_COUNTED_STATUSES,
         created_at__gte=since,
     ).exists()
+
+
+def _hourly_cap_reached(mailbox: Mailbox) -> bool:
+    """Whether this mailbox already sent (or is sending) its cap of auto-replies in the last hour.
+
+    Race-free because decisions run in the processing transaction that holds the mailbox row
+    (`select_for_update` in processing): no other decision of this mailbox counts in between.
+    """
+    cap = mailbox.auto_reply_hourly_cap
+    if cap == 0:
+        return True
+    since = timezone.now() - timedelta(hours=1)
+    recent = AutoReply.objects.filter(
+        email__mailbox=mailbox, status__in=_COUNTED_STATUSES, created_at__gte=since
+    )
+    return recent[:cap].count() >= cap
 
 
 def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[int]:
@@ -106,17 +142,22 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
     if not rules:
         return []
     facts = email_facts(email)
+    # One parse of Reply-To (the MIME parser's), one answered address: the loop check below tests
+    # exactly the address the reply goes to.
+    recipient = answered_address(
+        reply_to=[tuple(pair) for pair in email.reply_to], sender_address=email.from_address
+    )
     loop_reason = suppression_reason(
         LoopCheckInput(
             headers=list(facts.headers),
             sender_address=email.from_address,
             own_addresses=_own_addresses(),
+            answered=recipient,
         )
     )
-    recipient = reply_recipient(
-        reply_to=[tuple(pair) for pair in email.reply_to], sender_address=email.from_address
-    )
     to_send = []
+    # One regex time budget for all conditions of all rules of this email.
+    budget = RegexBudget()
     for rule in rules:
         if joined_existing and not rule.answer_replies:
             continue
@@ -124,7 +165,11 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
             ConditionSpec(field=c.field, operator=c.operator, value=c.value, header_name=c.header_name)
             for c in rule.conditions.all()
         ]
-        if not rule_matches(specs, rule.match, facts):
+        timeouts_before = budget.timeouts
+        if not rule_matches(specs, rule.match, facts, budget):
+            if budget.timeouts > timeouts_before:
+                # Not answering is the safe side; the admin sees why this rule did not answer.
+                _decide(email, rule, recipient, "condition timed out: a regular expression took too long")
             continue
         reply = _decide(email, rule, recipient, loop_reason)
         if reply is not None and reply.status == AutoReplyStatus.PENDING:
@@ -137,17 +182,22 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
 def _decide(
     email: Email, rule: AutoResponseRule, recipient: str, loop_reason: str | None
 ) -> AutoReply | None:
-    reply = AutoReply(email=email, rule=rule, rule_name=rule.name, recipient=recipient)
+    key = address_key(recipient) if recipient else ""
+    reply = AutoReply(email=email, rule=rule, rule_name=rule.name, recipient=recipient, recipient_key=key)
+    mailbox = email.mailbox
     if loop_reason:
         reply.status, reply.reason = AutoReplyStatus.SUPPRESSED, loop_reason
     elif not recipient:
         reply.status, reply.reason = AutoReplyStatus.SUPPRESSED, "no valid address to answer to"
-    elif _rate_limited(email.mailbox, email.from_address):
+    elif _rate_limited(mailbox, key):
         reply.status = AutoReplyStatus.SUPPRESSED
         reply.reason = (
-            f"rate limit: this sender already got an auto-response from this mailbox within "
-            f"{email.mailbox.auto_reply_window_hours} h"
+            f"rate limit: {recipient} already got an auto-response from this mailbox within "
+            f"{mailbox.auto_reply_window_hours} h"
         )
+    elif _hourly_cap_reached(mailbox):
+        reply.status = AutoReplyStatus.SUPPRESSED
+        reply.reason = f"hourly cap of {mailbox.auto_reply_hourly_cap} auto-replies reached for this mailbox"
     else:
         try:
             message = compose_auto_reply(email=email, rule=rule, recipient=recipient)
@@ -159,6 +209,7 @@ def _decide(
             reply.subject = message["Subject"]
             # CRLF line ends and 7-bit content (RFC 5322 §2.3): the stored text is sent as is.
             reply.rendered_message = message.as_string(policy=SMTP_POLICY)
+    limits.fit_row(reply)  # the recipient and subject come from the email
     try:
         with transaction.atomic():
             reply.save()
@@ -197,37 +248,86 @@ def compose_auto_reply(*, email: Email, rule: AutoResponseRule, recipient: str) 
 
 def auto_reply_send(*, auto_reply_id: int) -> AutoReply:
     """Send one pending auto-reply at most once. Transient SMTP errors leave it pending with a
-    backoff time; permanent ones (5xx, bad login) fail it with the reason."""
+    backoff time; permanent ones (5xx, bad login, undecryptable secret) fail it with the reason;
+    an unknown outcome makes it `uncertain`. It never stays `sending` after this returns."""
     now = timezone.now()
     claimed = (
         AutoReply.objects.filter(pk=auto_reply_id, status=AutoReplyStatus.PENDING)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
         .update(status=AutoReplyStatus.SENDING, claimed_at=now, attempts=F("attempts") + 1)
     )
-    reply = AutoReply.objects.select_related("email__mailbox").get(pk=auto_reply_id)
+    reply = AutoReply.objects.select_related("email").get(pk=auto_reply_id)
     if not claimed:
         return reply
-    mailbox = reply.email.mailbox
+    try:
+        # Loaded here, not joined above: a mailbox whose secret can't be decrypted fails only its
+        # own sends, recorded on this row.
+        mailbox = Mailbox.objects.get(pk=reply.email.mailbox_id)
+        smtp = mailbox.smtp_settings()
+    except SecretDecryptionError as exc:
+        return _finish(reply, AutoReplyStatus.FAILED, f"SMTP password of the mailbox unusable: {exc}")
     try:
         smtp_send_raw(
-            mailbox.smtp_settings(),
+            smtp,
             sender=mailbox.email,
             recipients=[reply.recipient],
             message=reply.rendered_message.encode("utf-8"),
         )
     except SmtpError as exc:
+        if exc.ambiguous:
+            return _finish(
+                reply, AutoReplyStatus.UNCERTAIN, f"{exc}; not retried, resend by hand if it did not arrive"
+            )
         if exc.permanent or reply.attempts >= MAX_SEND_ATTEMPTS:
-            reply.status, reply.next_attempt_at = AutoReplyStatus.FAILED, None
-        else:
-            reply.status = AutoReplyStatus.PENDING
-            reply.next_attempt_at = timezone.now() + send_retry_delay(reply.attempts)
-        reply.reason = str(exc)
-        reply.save(update_fields=["status", "reason", "next_attempt_at"])
-        logger.warning("auto-reply %s not sent (%s): %s", reply.pk, reply.status, exc)
-        return reply
+            return _finish(reply, AutoReplyStatus.FAILED, str(exc))
+        return _finish(
+            reply,
+            AutoReplyStatus.PENDING,
+            str(exc),
+            next_attempt_at=timezone.now() + send_retry_delay(reply.attempts),
+        )
+    except Exception as exc:
+        # Not a translated SMTP error: where it happened is unknown, so the message may be out.
+        logger.exception("auto-reply %s: unexpected error while sending", reply.pk)
+        return _finish(
+            reply, AutoReplyStatus.UNCERTAIN, f"unexpected {type(exc).__name__} while sending; not retried"
+        )
     reply.status, reply.sent_at, reply.reason = AutoReplyStatus.SENT, timezone.now(), ""
     reply.save(update_fields=["status", "sent_at", "reason"])
     return reply
+
+
+def _finish(
+    reply: AutoReply, status: AutoReplyStatus, reason: str, *, next_attempt_at: datetime | None = None
+) -> AutoReply:
+    reply.status, reply.reason, reply.next_attempt_at = status, reason, next_attempt_at
+    reply.save(update_fields=["status", "reason", "next_attempt_at"])
+    logger.warning("auto-reply %s not sent (%s): %s", reply.pk, status, reason)
+    return reply
+
+
+# Rows a person may send again: they did not go out, or nobody knows; a template failure has no
+# message to send.
+RESENDABLE_STATUSES = (AutoReplyStatus.UNCERTAIN, AutoReplyStatus.FAILED)
+
+
+def auto_replies_resend_by_hand(*, auto_reply_ids: list[int], requested_by: str) -> list[int]:
+    """Put uncertain or failed auto-replies back to pending (an admin checked they did not arrive).
+
+    A conditional UPDATE, so a double click or two admins move each row once. Returns the ids
+    moved; the caller enqueues them (the next poll would pick them up too).
+    """
+    resendable = AutoReply.objects.filter(pk__in=auto_reply_ids, status__in=RESENDABLE_STATUSES).exclude(
+        rendered_message=""
+    )
+    ids = list(resendable.values_list("pk", flat=True))
+    AutoReply.objects.filter(pk__in=ids, status__in=RESENDABLE_STATUSES).update(
+        status=AutoReplyStatus.PENDING,
+        next_attempt_at=None,
+        attempts=0,
+        reason=Concat(Value(f"resend requested by hand by {requested_by}; before: "), F("reason")),
+    )
+    return ids
 
 
 def send_retry_delay(attempts: int) -> timedelta:
@@ -237,13 +337,14 @@ def send_retry_delay(attempts: int) -> timedelta:
 
 def auto_replies_due(*, mailbox_id: int, created_before: datetime | None = None) -> list[int]:
     """Pending auto-replies whose (re)try time has come: a lost task or a crash is caught up by
-    the next poll. Stale 'sending' rows are failed here, never resent."""
+    the next poll. Stale 'sending' rows become 'uncertain' here, never resent."""
     now = timezone.now()
     AutoReply.objects.filter(
         email__mailbox_id=mailbox_id, status=AutoReplyStatus.SENDING, claimed_at__lt=now - STALE_SENDING_AFTER
     ).update(
-        status=AutoReplyStatus.FAILED,
-        reason="interrupted while sending; not retried so that no second copy can go out",
+        status=AutoReplyStatus.UNCERTAIN,
+        reason="interrupted while sending (outcome unknown); not retried so that no second copy can "
+        "go out, resend by hand if it did not arrive",
     )
     due = AutoReply.objects.filter(email__mailbox_id=mailbox_id, status=AutoReplyStatus.PENDING).filter(
         Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)

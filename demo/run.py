@@ -375,7 +375,7 @@ def expected_outcome(served: dict[str, dict[int, bytes]]) -> dict[str, int]:
     Assumes what holds for this demo's messages: a reply names an email appended before it, and
     the rule answers every new case once per sender (rate limit) unless the loop rules object.
     """
-    from autoresponse.loops import LoopCheckInput, reply_recipient, suppression_reason
+    from autoresponse.loops import LoopCheckInput, address_key, answered_address, suppression_reason
     from mailboxes.parsing import parse_email
     from mailboxes.services.storing import message_identity
 
@@ -405,17 +405,22 @@ def expected_outcome(served: dict[str, dict[int, bytes]]) -> dict[str, int]:
                 counts["replies"] += 1  # joins its case; the rule does not answer replies
                 continue
             counts["cases"] += 1
-            loop = suppression_reason(
-                LoopCheckInput(headers=parsed.headers, sender_address=parsed.from_address, own_addresses=own)
-            )
-            recipient = reply_recipient(
+            recipient = answered_address(
                 reply_to=[(a.name, a.address) for a in parsed.reply_to], sender_address=parsed.from_address
             )
-            sender = parsed.from_address[:320].lower()
-            if loop or not recipient or sender in answered:
+            loop = suppression_reason(
+                LoopCheckInput(
+                    headers=parsed.headers,
+                    sender_address=parsed.from_address,
+                    own_addresses=own,
+                    answered=recipient,
+                )
+            )
+            key = address_key(recipient)
+            if loop or not recipient or key in answered:
                 counts["auto_replies_suppressed"] += 1
             else:
-                answered.add(sender)
+                answered.add(key)
                 counts["auto_replies_sent"] += 1
         if account == SALES_ACCOUNT:
             counts["leads"] = len(senders)

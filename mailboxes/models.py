@@ -115,7 +115,14 @@ class Mailbox(models.Model):
     auto_reply_window_hours = models.PositiveIntegerField(
         "auto-reply rate limit (hours)",
         default=24,
-        help_text="At most one auto-response per sender within this many hours.",
+        help_text="At most one auto-response per answered address (Reply-To, else From) within "
+        "this many hours.",
+    )
+    auto_reply_hourly_cap = models.PositiveIntegerField(
+        "auto-replies per hour (cap)",
+        default=100,
+        help_text="At most this many auto-responses from this mailbox in any hour, whoever they go "
+        "to; beyond it they are suppressed with the reason. 0 = no auto-responses at all.",
     )
 
     authorized_users = models.ManyToManyField(
@@ -198,6 +205,7 @@ class Mailbox(models.Model):
             password=password,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
             ca_file=settings.MAILHUB_TLS_CA_FILE,
+            data_timeout=settings.MAILHUB_SMTP_DATA_TIMEOUT,
         )
 
 

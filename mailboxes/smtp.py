@@ -3,6 +3,19 @@
 `SmtpError.permanent` follows RFC 5321 §4.2.1: 5yz replies are permanent, 4yz transient; network
 failures are transient; bad credentials and TLS misconfiguration are permanent.
 
+`SmtpError.ambiguous` marks the one outcome nobody can know: the connection died or timed out
+after the whole message and its final "." were sent, before the server's reply. The server may
+have accepted (and will deliver) the message, so a retry could deliver a second copy (RFC 5321
+§4.1.1.4 and §6.1: the reply to the final dot is what hands over responsibility). A failure at any
+earlier point (connect, login, MAIL, RCPT, DATA, while sending the body) is not ambiguous: without
+the final dot no server accepts a message.
+
+Timeouts (RFC 5321 §4.5.3.2): every command and the body use `SmtpSettings.timeout`
+(MAILHUB_NETWORK_TIMEOUT); the reply to the final dot is awaited `SmtpSettings.data_timeout`
+(MAILHUB_SMTP_DATA_TIMEOUT, 10 minutes as §4.5.3.2.6 "DATA Termination" asks): servers scan the
+message (antivirus, spam filters) before answering, and giving up early turns a delivered message
+into an ambiguous one.
+
 TLS: security "ssl" is implicit TLS (SMTPS, usually port 465), "starttls" upgrades a plain
 connection (usually port 587) and refuses to go on if the server does not offer STARTTLS,
 "none" is plain text. Certificates are always verified, hostname included, against the system
@@ -12,6 +25,7 @@ CAs plus, if set, the PEM bundle `SmtpSettings.ca_file` (a company's private CA)
 from __future__ import annotations
 
 import base64
+import re
 import smtplib
 import socket
 import ssl
@@ -34,13 +48,18 @@ class SmtpSettings:
     password: str = field(default="", repr=False)  # never in a repr, a log line or a traceback
     timeout: float = 30.0
     ca_file: str = ""  # PEM CA bundle trusted in addition to the system CAs (MAILHUB_TLS_CA_FILE)
+    data_timeout: float = 600.0  # wait for the reply to the final "." (RFC 5321 §4.5.3.2.6)
 
 
 class SmtpError(Exception):
-    def __init__(self, message: str, *, permanent: bool, code: int | None = None) -> None:
+    def __init__(
+        self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False
+    ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
+        #: The message may have been accepted: never retry automatically (see the module docstring).
+        self.ambiguous = ambiguous
 
 
 def _ssl_context(smtp: SmtpSettings) -> ssl.SSLContext:
@@ -194,9 +213,56 @@ def smtp_send(smtp: SmtpSettings, message: EmailMessage) -> None:
         client.send_message(message)
 
 
+# RFC 5321 §4.5.2 transparency: a line starting with "." gets one more.
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
 def smtp_send_raw(smtp: SmtpSettings, *, sender: str, recipients: list[str], message: bytes) -> None:
-    """Send an already rendered message byte for byte (what was stored is what goes out)."""
+    """Send an already rendered message byte for byte (what was stored is what goes out).
+
+    The transaction is spelled out (MAIL, RCPT, DATA) rather than `sendmail()` so that a failure
+    after the final dot is told apart from one before it (`SmtpError.ambiguous`), and so that
+    only the wait for the final reply gets the long DATA-termination timeout.
+    """
     with smtp_session(smtp) as client:
-        refused = client.sendmail(sender, recipients, message)
+        code, reply = client.mail(sender)
+        if code != 250:
+            raise _translate(smtplib.SMTPSenderRefused(code, reply, sender), smtp)
+        refused = {}
+        for recipient in recipients:
+            code, reply = client.rcpt(recipient)
+            if code not in (250, 251):
+                refused[recipient] = (code, reply)
+        if len(refused) == len(recipients):
+            client.rset()
+            raise _translate(smtplib.SMTPRecipientsRefused(refused), smtp)
+        code, reply = client.docmd("DATA")
+        if code != 354:
+            raise _translate(smtplib.SMTPDataError(code, reply), smtp)
+        body = _LEADING_DOT.sub(b"..", message)
+        if not body.endswith(b"\r\n"):
+            body += b"\r\n"
+        client.send(body + b".\r\n")  # a failure up to here: the server did not get the final dot
+        _await_final_reply(client, smtp)
     if refused:
         raise _translate(smtplib.SMTPRecipientsRefused(refused), smtp)
+
+
+def _await_final_reply(client: smtplib.SMTP, smtp: SmtpSettings) -> None:
+    where = f"{smtp.host}:{smtp.port}"
+    try:
+        if client.sock is not None:
+            client.sock.settimeout(smtp.data_timeout)
+        code, reply = client.getreply()
+    except (smtplib.SMTPServerDisconnected, OSError) as exc:
+        client.close()  # a dead connection: do not wait again for the QUIT reply
+        raise SmtpError(
+            f"SMTP server {where} sent no reply after the whole message was sent ({type(exc).__name__}, "
+            f"waited up to {smtp.data_timeout:g} s): it may or may not have accepted the message",
+            permanent=False,
+            ambiguous=True,
+        ) from exc
+    if client.sock is not None:
+        client.sock.settimeout(smtp.timeout)
+    if code != 250:
+        raise _translate(smtplib.SMTPDataError(code, reply), smtp)

@@ -34,8 +34,10 @@ STALE_INTERVALS = 3
 STALE_MIN_AGE = timedelta(minutes=10)
 
 BACKLOG_STATUSES = (ProcessingStatus.PENDING, ProcessingStatus.FAILED)
-# 'sending' is in flight (or interrupted, which auto_replies_due turns into 'failed' later).
+# 'sending' is in flight (or interrupted, which auto_replies_due turns into 'uncertain' later).
 AUTO_REPLY_PENDING_STATUSES = (AutoReplyStatus.PENDING, AutoReplyStatus.SENDING)
+# Both need a person: 'uncertain' ones are never retried automatically.
+AUTO_REPLY_FAILED_STATUSES = (AutoReplyStatus.FAILED, AutoReplyStatus.UNCERTAIN)
 
 
 @dataclass(frozen=True)
@@ -94,7 +96,7 @@ def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> Quer
             AutoReply.objects.filter(status__in=AUTO_REPLY_PENDING_STATUSES), "email__mailbox"
         ),
         status_auto_replies_failed=_count(
-            AutoReply.objects.filter(status=AutoReplyStatus.FAILED), "email__mailbox"
+            AutoReply.objects.filter(status__in=AUTO_REPLY_FAILED_STATUSES), "email__mailbox"
         ),
     )
 

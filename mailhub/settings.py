@@ -193,6 +193,10 @@ CELERY_BEAT_SCHEDULE = {
 # --- mailhub ------------------------------------------------------------------------------
 # Network timeout (seconds) of one IMAP or SMTP operation.
 MAILHUB_NETWORK_TIMEOUT = env.float("MAILHUB_NETWORK_TIMEOUT", default=30.0)
+# Seconds to wait for the SMTP server's reply after the end of a message (the final "."): RFC 5321
+# §4.5.3.2.6 asks for 10 minutes, since servers scan the message before answering. Giving up
+# sooner leaves an outcome nobody knows (the server may have accepted), which is never retried.
+MAILHUB_SMTP_DATA_TIMEOUT = env.float("MAILHUB_SMTP_DATA_TIMEOUT", default=600.0)
 # Optional path to a PEM bundle of extra CA certificates, trusted for IMAP/SMTP TLS in addition
 # to the system CAs: for mail servers with certificates from a private (company) CA. Certificates
 # and host names are always verified; empty = system CAs only.

@@ -377,3 +377,66 @@ def test_regex_sees_only_the_start_of_a_huge_body_but_contains_sees_all():
     facts = EmailFacts("", "x" * REGEX_INPUT_LIMIT + "NEEDLE", "x@y.test", "", [], [], [])
     assert condition_matches(spec("text_body", "regex", "needle"), facts) is False
     assert condition_matches(spec("text_body", "contains", "needle"), facts) is True
+
+
+# --------------------------------------------------------------------------- one regex budget per email
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 0.0
+
+    def __call__(self):
+        return self.now
+
+
+class SlowPattern:
+    """Stands in for a compiled regex that always uses its whole timeout, then times out."""
+
+    def __init__(self, clock):
+        self.clock, self.timeouts = clock, []
+
+    def search(self, text, timeout):
+        self.timeouts.append(timeout)
+        self.clock.now += timeout
+        raise TimeoutError
+
+
+def many_recipients(count=200):
+    return EmailFacts(
+        subject="s",
+        text_body="b",
+        sender_address="a@x.test",
+        sender_name="",
+        to=[(f"Person {n}", f"p{n}@x.test") for n in range(count)],
+        cc=[],
+        headers=[],
+    )
+
+
+def test_one_budget_bounds_all_regex_searches_of_an_email(monkeypatch):
+    from autoresponse import conditions
+
+    clock = FakeClock()
+    slow = SlowPattern(clock)
+    monkeypatch.setattr(conditions, "_compile", lambda pattern: slow)
+    budget = conditions.RegexBudget(clock=clock)
+    spec = ConditionSpec(field="to", operator="regex", value="slow")
+    facts = many_recipients()
+    # Two rules of the same email share the budget: the second runs no search at all.
+    assert rule_matches([spec], "all", facts, budget) is False
+    assert rule_matches([spec, spec], "any", facts, budget) is False
+    assert slow.timeouts == [conditions.REGEX_TIMEOUT] * 5  # 0.5 s in all, not 400 x 0.1 s
+    assert sum(slow.timeouts) == pytest.approx(conditions.REGEX_EMAIL_BUDGET)
+    assert budget.timeouts == 5 + (400 - 5) + 2 * 400  # every skipped candidate counts
+
+
+def test_each_search_gets_only_what_is_left_of_the_budget(monkeypatch):
+    from autoresponse import conditions
+
+    clock = FakeClock()
+    slow = SlowPattern(clock)
+    monkeypatch.setattr(conditions, "_compile", lambda pattern: slow)
+    budget = conditions.RegexBudget(remaining=0.25, clock=clock)
+    condition_matches(ConditionSpec(field="to", operator="regex", value="slow"), many_recipients(3), budget)
+    assert slow.timeouts == pytest.approx([0.1, 0.1, 0.05])

@@ -2,7 +2,8 @@
 
 import pytest
 
-from autoresponse.loops import LoopCheckInput, reply_recipient, suppression_reason
+from autoresponse.loops import LoopCheckInput, address_key, answered_address, suppression_reason
+from mailboxes.parsing import parse_email
 
 OWN = frozenset({"support@acme.test", "sales@acme.test"})
 
@@ -18,10 +19,13 @@ NORMAL_HEADERS = [
 ]
 
 
-def check(extra_headers=(), sender="jane.doe@example.com", headers=None):
+def check(extra_headers=(), sender="jane.doe@example.com", headers=None, reply_to=()):
     base = list(NORMAL_HEADERS if headers is None else headers)
+    answered = answered_address(reply_to=list(reply_to), sender_address=sender)
     return suppression_reason(
-        LoopCheckInput(headers=base + list(extra_headers), sender_address=sender, own_addresses=OWN)
+        LoopCheckInput(
+            headers=base + list(extra_headers), sender_address=sender, own_addresses=OWN, answered=answered
+        )
     )
 
 
@@ -69,12 +73,21 @@ def test_ordinary_email_without_any_optional_header_may_be_answered():
         (("X-Autoreply", "yes"), "X-Autoreply header present"),
         (("X-Autorespond", "Vacation"), "X-Autorespond header present"),
         (("X-Loop", "helpdesk@example.com"), "X-Loop header present"),
-        (("Reply-To", "Sales <SALES@acme.test>"), "Reply-To is one of our own mailboxes"),
-        (("Reply-To", "no-reply@shop.example"), "Reply-To is a robot (no-reply@shop.example)"),
     ],
 )
 def test_suppressed_with_reason(header, reason):
     assert check([header]) == reason
+
+
+@pytest.mark.parametrize(
+    ("reply_to", "reason"),
+    [
+        (("Sales", "SALES@acme.test"), "Reply-To is one of our own mailboxes"),
+        (("", "no-reply@shop.example"), "Reply-To is a robot (no-reply@shop.example)"),
+    ],
+)
+def test_answered_reply_to_is_checked(reply_to, reason):
+    assert check(reply_to=[reply_to]) == reason
 
 
 @pytest.mark.parametrize(
@@ -137,28 +150,137 @@ def test_first_reason_is_the_most_specific():
     assert check(headers) == "Auto-Submitted: auto-generated"
 
 
-# --------------------------------------------------------------------------- reply_recipient
+# ------------------------------------------------- one parse of Reply-To, from raw bytes to decision
+
+
+def decide(reply_to_header):
+    """What the pipeline does: the MIME parser's Reply-To pairs -> answered address -> loop check."""
+    raw = (
+        "From: Ann <ann@customer.example>\r\nTo: support@acme.test\r\n"
+        f"Reply-To: {reply_to_header}\r\nSubject: Hi\r\nMessage-ID: <m@customer.example>\r\n"
+        "Date: Mon, 1 Jan 2024 10:00:00 +0000\r\n\r\nHello\r\n"
+    ).encode()
+    parsed = parse_email(raw)
+    answered = answered_address(
+        reply_to=[(a.name, a.address) for a in parsed.reply_to], sender_address=parsed.from_address
+    )
+    reason = suppression_reason(
+        LoopCheckInput(
+            headers=parsed.headers, sender_address=parsed.from_address, own_addresses=OWN, answered=answered
+        )
+    )
+    return answered, reason
+
+
+OWN_REASON = "Reply-To is one of our own mailboxes"
+
+
+@pytest.mark.parametrize(
+    ("reply_to_header", "answered", "reason"),
+    [
+        # RFC 2047 display names that look like addresses: the address in <> is what is answered.
+        ("=?utf-8?q?jane=40customer.example?= <support@acme.test>", "support@acme.test", OWN_REASON),
+        (
+            "=?utf-8?q?jane=40customer.example?= <MAILER-DAEMON@mx.example>",
+            "MAILER-DAEMON@mx.example",
+            "Reply-To is a robot (mailer-daemon@mx.example)",
+        ),
+        ("=?utf-8?q?support=40acme.test?= <jane@customer.example>", "jane@customer.example", None),
+        # A comma inside a quoted display name does not split the address.
+        ('"Doe, support@acme.test" <jane@customer.example>', "jane@customer.example", None),
+        ('"Sales, Team" <sales@acme.test>', "sales@acme.test", OWN_REASON),
+        # Several addresses: only the first valid one is answered, so only it is checked.
+        ("jane@customer.example, support@acme.test", "jane@customer.example", None),
+        ("support@acme.test, jane@customer.example", "support@acme.test", OWN_REASON),
+        # Our own mailbox in another letter case.
+        ("SUPPORT@Acme.Test", "SUPPORT@Acme.Test", OWN_REASON),
+        # Group syntax: the members count; an empty group means From is answered.
+        (
+            "Team: no-reply@shop.example, jane@customer.example;",
+            "no-reply@shop.example",
+            "Reply-To is a robot (no-reply@shop.example)",
+        ),
+        ("undisclosed-recipients:;", "ann@customer.example", None),
+        # An invalid first address is skipped, for the answer and for the check alike.
+        (
+            "broken, mailer-daemon@mx.example",
+            "mailer-daemon@mx.example",
+            "Reply-To is a robot (mailer-daemon@mx.example)",
+        ),
+        ("broken, sales@acme.test", "sales@acme.test", OWN_REASON),
+    ],
+)
+def test_the_loop_check_tests_the_address_that_is_answered(reply_to_header, answered, reason):
+    assert decide(reply_to_header) == (answered, reason)
+
+
+# --------------------------------------------------------------------------- address_key
+
+
+@pytest.mark.parametrize(
+    ("spelling", "key"),
+    [
+        ("Victim@Example.COM", "victim@example.com"),
+        (" <victim@example.com> ", "victim@example.com"),
+        ("victim+1@example.com", "victim@example.com"),
+        ("VICTIM+tag+more@example.com", "victim@example.com"),
+        ("victim@example.com.", "victim@example.com"),
+        ("victim@bücher.example", "victim@xn--bcher-kva.example"),
+        ("victim@XN--BCHER-KVA.example", "victim@xn--bcher-kva.example"),
+        ("v.i.c.t.i.m@gmail.com", "victim@gmail.com"),
+        ("Vic.Tim+x@googlemail.com", "victim@gmail.com"),
+    ],
+)
+def test_address_key_folds_the_spellings_of_one_inbox(spelling, key):
+    assert address_key(spelling) == key
+
+
+def test_address_key_keeps_dots_where_they_matter():
+    assert address_key("jane.doe@example.com") != address_key("janedoe@example.com")
+
+
+# --------------------------------------------------------------------------- answered_address
 
 
 def test_reply_to_is_honoured():
     assert (
-        reply_recipient(reply_to=[("Jane", "jane.private@example.org")], sender_address="jane@example.com")
+        answered_address(reply_to=[("Jane", "jane.private@example.org")], sender_address="jane@example.com")
         == "jane.private@example.org"
     )
 
 
 def test_first_valid_reply_to_address_wins():
     reply_to = [("", ""), ("Broken", "not-an-address"), ("B", "<b@example.org>"), ("C", "c@example.org")]
-    assert reply_recipient(reply_to=reply_to, sender_address="jane@example.com") == "b@example.org"
+    assert answered_address(reply_to=reply_to, sender_address="jane@example.com") == "b@example.org"
 
 
 def test_without_reply_to_the_sender_is_answered():
-    assert reply_recipient(reply_to=[], sender_address=" Jane@Example.com ") == "Jane@Example.com"
+    assert answered_address(reply_to=[], sender_address=" Jane@Example.com ") == "Jane@Example.com"
     assert (
-        reply_recipient(reply_to=[("x", "broken")], sender_address="<jane@example.com>") == "jane@example.com"
+        answered_address(reply_to=[("x", "broken")], sender_address="<jane@example.com>")
+        == "jane@example.com"
     )
 
 
 def test_no_address_at_all_gives_empty_string():
-    assert reply_recipient(reply_to=[], sender_address="") == ""
-    assert reply_recipient(reply_to=[("", "nope")], sender_address="also nope") == ""
+    assert answered_address(reply_to=[], sender_address="") == ""
+    assert answered_address(reply_to=[("", "nope")], sender_address="also nope") == ""
+
+
+def test_padding_the_header_block_past_the_storing_cap_is_not_a_way_around_the_rules():
+    """Storing keeps MAX_HEADERS fields: an Auto-Submitted after 500 junk fields is never seen."""
+    from mailboxes import limits
+
+    raw = (
+        "From: robot@example.org\r\n"
+        + "".join(f"X-Pad-{n}: {n}\r\n" for n in range(limits.MAX_HEADERS))
+        + "Auto-Submitted: auto-replied\r\n\r\nbody\r\n"
+    ).encode()
+    parsed = parse_email(raw)
+    check = LoopCheckInput(
+        headers=parsed.headers,
+        sender_address=parsed.from_address,
+        own_addresses=frozenset(),
+        answered=parsed.from_address,
+    )
+    assert suppression_reason(check) == "too many header fields to check for automatic mail (over 500)"

@@ -384,3 +384,32 @@ def test_sample_context_is_a_fresh_copy():
     first = sample_context()
     first["email"]["subject"] = "changed"
     assert sample_context()["email"]["subject"] == "Order 2024-0815: wrong size delivered"
+
+
+# --------------------------------------------------------------------------- bounded input, real deadline
+
+
+def test_the_template_sees_the_first_64_kib_of_a_huge_text():
+    huge = "word " * (16 * 1024 * 1024 // 5)  # a 16 MB body
+    assert render("{{ email.text|length }}", context(text=huge)) == str(rendering.MAX_CONTEXT_TEXT_CHARS)
+    wrapped = render("{{ email.text|wordwrap(72) }}", context(text=huge))
+    assert "".join(wrapped.split()) == "".join(huge[: rendering.MAX_CONTEXT_TEXT_CHARS].split())
+
+
+@pytest.mark.parametrize("field", ["subject", "sender_name", "sender_address"])
+def test_other_texts_are_bounded_to_a_header_length(field):
+    assert render(f"{{{{ email.{field}|length }}}}", context(**{field: "x" * 100_000})) == "998"
+
+
+def test_the_time_limit_interrupts_a_single_long_filter_call(monkeypatch):
+    monkeypatch.setattr(rendering, "RENDER_TIME_LIMIT", 0.05)
+    ctx = context(text="y" * rendering.MAX_CONTEXT_TEXT_CHARS)  # one long word
+    with pytest.raises(TemplateProblem, match="took longer than") as raised:
+        render("{{ (email.text * 70)|wordwrap(1) }}", ctx)
+    # Raised inside textwrap, i.e. the filter call was stopped, not waited for.
+    frames = []
+    tb = raised.value.__cause__.__traceback__
+    while tb is not None:
+        frames.append(tb.tb_frame.f_code.co_filename)
+        tb = tb.tb_next
+    assert any(name.endswith("textwrap.py") for name in frames)

@@ -247,14 +247,15 @@ def test_smtp_login_is_used(template, smtp_auth_server):
     assert smtp_auth_server.wait_for(1)[0].auth_login == "smtp-user"
 
 
-def test_stale_sending_is_failed_not_resent(mailbox, template, smtp_server):
+def test_stale_sending_becomes_uncertain_not_resent(mailbox, template, smtp_server):
     AutoResponseRuleFactory(mailbox=mailbox, template=template)
     email_process(email_id=new_email(mailbox).pk)
     AutoReply.objects.update(status=AutoReplyStatus.SENDING, claimed_at=timezone.now() - timedelta(hours=1))
     assert auto_replies_due(mailbox_id=mailbox.pk) == []
     reply = AutoReply.objects.get()
-    assert reply.status == AutoReplyStatus.FAILED
+    assert reply.status == AutoReplyStatus.UNCERTAIN
     assert "not retried" in reply.reason
+    assert auto_reply_send(auto_reply_id=reply.pk).status == AutoReplyStatus.UNCERTAIN
     assert smtp_server.messages == []
 
 
@@ -305,3 +306,123 @@ def test_history_gets_no_auto_response(mailbox, template, smtp_server):
     email = new_email(mailbox, is_history=True, processing_status="skipped")
     assert email_process(email_id=email.pk).auto_reply_ids == ()
     assert AutoReply.objects.count() == 0
+
+
+# --------------------------------------------------------------------------- backscatter
+
+
+VICTIM_SPELLINGS = [
+    "victim@target.example",
+    "Victim@Target.Example",
+    "victim+1@target.example",
+    "VICTIM+2@target.example",
+    "victim@target.example.",
+]
+
+
+def test_rotating_from_with_one_reply_to_victim_gets_one_reply_at_the_server(mailbox, template, smtp_server):
+    AutoResponseRuleFactory(mailbox=mailbox, template=template)
+    for number in range(25):
+        spelling = VICTIM_SPELLINGS[number % len(VICTIM_SPELLINGS)]
+        process_and_send(
+            new_email(
+                mailbox,
+                from_address=f"attacker{number}@evil{number}.example",
+                reply_to=[["Victim", spelling]],
+                message_id=f"<spam{number}@evil.example>",
+                subject=f"Buy now {number}",
+            )
+        )
+    [received] = smtp_server.wait_for(1)
+    assert list(received.rcpt_tos) == ["victim@target.example"]
+    assert len(smtp_server.messages) == 1
+    statuses = list(AutoReply.objects.order_by("pk").values_list("status", flat=True))
+    assert statuses == [AutoReplyStatus.SENT] + [AutoReplyStatus.SUPPRESSED] * 24
+    reasons = set(
+        AutoReply.objects.filter(status=AutoReplyStatus.SUPPRESSED).values_list("reason", flat=True)
+    )
+    assert {reason.split(":")[0] for reason in reasons} == {"rate limit"}
+    assert set(AutoReply.objects.values_list("recipient_key", flat=True)) == {"victim@target.example"}
+
+
+def test_hourly_cap_suppresses_beyond_the_cap_with_the_reason(mailbox, template, smtp_server):
+    mailbox.auto_reply_hourly_cap = 3
+    mailbox.save()
+    AutoResponseRuleFactory(mailbox=mailbox, template=template)
+    for number in range(5):
+        process_and_send(
+            new_email(mailbox, from_address=f"person{number}@customer.example", message_id=f"<c{number}@x>")
+        )
+    assert len(smtp_server.wait_for(3)) == 3
+    assert len(smtp_server.messages) == 3
+    suppressed = AutoReply.objects.filter(status=AutoReplyStatus.SUPPRESSED)
+    assert (
+        list(suppressed.values_list("reason", flat=True))
+        == ["hourly cap of 3 auto-replies reached for this mailbox"] * 2
+    )
+
+
+def test_hourly_cap_counts_only_the_last_hour(mailbox, template, smtp_server):
+    mailbox.auto_reply_hourly_cap = 1
+    mailbox.save()
+    AutoResponseRuleFactory(mailbox=mailbox, template=template)
+    process_and_send(new_email(mailbox, from_address="first@customer.example", message_id="<h1@x>"))
+    AutoReply.objects.update(created_at=timezone.now() - timedelta(minutes=61))
+    [reply] = process_and_send(
+        new_email(mailbox, from_address="second@customer.example", message_id="<h2@x>")
+    )
+    assert reply.status == AutoReplyStatus.SENT
+    assert len(smtp_server.wait_for(2)) == 2
+
+
+def test_hourly_cap_zero_means_no_auto_replies(mailbox, template, smtp_server):
+    mailbox.auto_reply_hourly_cap = 0
+    mailbox.save()
+    AutoResponseRuleFactory(mailbox=mailbox, template=template)
+    assert process_and_send(new_email(mailbox)) == []
+    assert AutoReply.objects.get().reason == "hourly cap of 0 auto-replies reached for this mailbox"
+    assert smtp_server.messages == []
+
+
+def test_encoded_reply_to_name_cannot_route_the_reply_to_our_own_mailbox(mailbox, template, smtp_server):
+    # Reply-To: =?utf-8?q?ann=40customer.example?= <sales@acme.example>, as the parser stores it.
+    MailboxFactory(email="sales@acme.example")
+    AutoResponseRuleFactory(mailbox=mailbox, template=template)
+    email = new_email(
+        mailbox,
+        reply_to=[["ann@customer.example", "sales@acme.example"]],
+        headers=[
+            ["From", "Ann Customer <ann@customer.example>"],
+            ["Reply-To", "ann@customer.example <sales@acme.example>"],
+            ["Subject", "Printer broken"],
+        ],
+    )
+    assert process_and_send(email) == []
+    reply = AutoReply.objects.get()
+    assert (reply.status, reply.reason, reply.recipient) == (
+        AutoReplyStatus.SUPPRESSED,
+        "Reply-To is one of our own mailboxes",
+        "sales@acme.example",
+    )
+    assert smtp_server.messages == []
+
+
+def test_a_timed_out_regex_condition_is_recorded_and_not_answered(
+    mailbox, template, smtp_server, monkeypatch
+):
+    from autoresponse import conditions
+
+    class TimesOut:
+        def search(self, text, timeout):
+            raise TimeoutError
+
+    monkeypatch.setattr(conditions, "_compile", lambda pattern: TimesOut())
+    rule = AutoResponseRuleFactory(mailbox=mailbox, template=template)
+    RuleConditionFactory(rule=rule, field="subject", operator="regex", value="(a+)+$")
+    assert process_and_send(new_email(mailbox)) == []
+    reply = AutoReply.objects.get()
+    assert (reply.status, reply.reason) == (
+        AutoReplyStatus.SUPPRESSED,
+        "condition timed out: a regular expression took too long",
+    )
+    assert smtp_server.messages == []
