@@ -67,12 +67,13 @@ def test_make_run_mode_polls_processes_and_answers_in_the_background(dovecot_ser
         "text_body='Thanks'); AutoResponseRule.objects.create(mailbox=m, name='ack', template=t)",
     )
     port = free_port()
+    console = Path(data_dir) / "console.log"
     product = subprocess.Popen(
         [sys.executable, "manage.py", "run_mailhub", "--addr", "127.0.0.1", "--port", str(port)],
         cwd=REPO,
         env=env,
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=console.open("wb"),
         start_new_session=True,
     )
     try:
@@ -99,6 +100,13 @@ def test_make_run_mode_polls_processes_and_answers_in_the_background(dovecot_ser
         except subprocess.TimeoutExpired:
             os.killpg(product.pid, signal.SIGKILL)
     assert wait_until_gone(data_dir) == []  # no worker left polling after `make run` stops
+    # A quiet console: the poll that found the message, not the dispatcher every second nor the
+    # empty polls before it.
+    lines = console.read_text().splitlines()
+    assert len([line for line in lines if "poll mailbox=" in line and " new=1 " in line]) == 1
+    assert [line for line in lines if "No hostname was supplied" in line] == []
+    assert [line for line in lines if " new=0 history=0 duplicates=0 " in line] == []
+    assert [line for line in lines if "dispatch_due_polls" in line] == []
 
 
 def processes_mentioning(text: str) -> list[int]:

@@ -70,7 +70,8 @@ class Command(BaseCommand):
                 "--beat",
                 f"--schedule={settings.DATA_DIR / 'celerybeat-schedule'}",
                 f"--concurrency={concurrency}",
-                "--loglevel=INFO",
+                # Celery sets the root logger to this level in the worker: the same as the web's.
+                f"--loglevel={settings.LOG_LEVEL}",
             ],
             stop_timeout=stop_timeout,
             lock_fd=lock_fd,
