@@ -42,3 +42,17 @@ class JsonFormatter(logging.Formatter):
         if record.stack_info:
             document["stack_info"] = self.formatStack(record.stack_info)
         return json.dumps(document, default=str, ensure_ascii=False)
+
+
+class SkipEmptyPolls(logging.Filter):
+    """Drops the line of a poll that found nothing and failed at nothing (`mailhub.poll` records
+    carry `new`, `history`, `duplicates` and `error` as extra fields). On the embedded mode's
+    console such a line would repeat every poll interval per mailbox and hide the lines that
+    matter; the last poll's outcome stays on the mailbox, shown in the admin. Other records of
+    the logger (no such fields) pass."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        fields = ("new", "history", "duplicates", "error")
+        if not all(hasattr(record, name) for name in fields):
+            return True
+        return any(getattr(record, name) for name in fields)

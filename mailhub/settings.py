@@ -155,7 +155,8 @@ SERVER_EMAIL = DEFAULT_FROM_EMAIL
 # Without it, the embedded mode uses kombu's filesystem transport under DATA_DIR: no service to
 # install, one host only; the task code is the same.
 REDIS_URL = env.str("REDIS_URL", default="")
-CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://")
+# The host is ignored by the filesystem transport; without one kombu warns in every process.
+CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL or "filesystem://localhost/")
 CELERY_BROKER_TRANSPORT_OPTIONS: dict = {}
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _queue_dir = DATA_DIR / "broker"
@@ -218,6 +219,7 @@ MAILHUB_REQUEUE_PENDING_AFTER = env.int("MAILHUB_REQUEUE_PENDING_AFTER", default
 MAILHUB_POLL_BACKOFF_MAX = env.int("MAILHUB_POLL_BACKOFF_MAX", default=3600)
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
+LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_FORMAT not in ("plain", "json"):
     raise ImproperlyConfigured(f"LOG_FORMAT must be 'plain' or 'json', not {LOG_FORMAT!r}")
 LOGGING = {
@@ -229,9 +231,21 @@ LOGGING = {
         "json": {"()": "mailhub.logging.JsonFormatter"},
     },
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": LOG_FORMAT}},
-    "root": {"handlers": ["console"], "level": env.str("LOG_LEVEL", default="INFO")},
+    "root": {"handlers": ["console"], "level": LOG_LEVEL},
     "loggers": {"django.db.backends": {"level": "WARNING"}},
 }
+if CELERY_BROKER_URL.startswith("filesystem://") and LOG_LEVEL != "DEBUG":
+    # The embedded mode's console (`make run`) is read by a person: quiet unless something
+    # happened. Beat sending the dispatcher, the worker receiving it and its "succeeded" line
+    # would repeat every MAILHUB_DISPATCH_EVERY seconds, and an empty poll every poll interval;
+    # warnings, errors, polls that found mail or failed still show. LOG_LEVEL=DEBUG shows all.
+    LOGGING["filters"] = {"skip_empty_polls": {"()": "mailhub.logging.SkipEmptyPolls"}}
+    LOGGING["loggers"] |= {
+        "celery.beat": {"level": "WARNING"},
+        "celery.worker.strategy": {"level": "WARNING"},
+        "celery.app.trace": {"level": "WARNING"},
+        "mailhub.poll": {"filters": ["skip_empty_polls"]},
+    }
 # Celery replaces the root logger's handlers in the worker with its own plain-text ones unless
 # told not to; with JSON logs the worker must keep ours so that every line is JSON.
 CELERY_WORKER_HIJACK_ROOT_LOGGER = LOG_FORMAT != "json"

@@ -1,27 +1,42 @@
+"""`make run`: the web server in this process, a Celery worker with embedded beat next to it.
+
+Stopping (Ctrl-C, SIGTERM, SIGHUP, a closed terminal) stops both, within a few seconds, and a
+repeated signal never leaves the worker behind:
+
+- the worker's main process alone gets SIGTERM (Celery's warm shutdown: it stops its pool and
+  its beat process itself). Signalling its whole process group instead killed the pool children
+  with SIGTERM while one of them held the pool's inqueue read lock (a semaphore shared by the
+  pool, not released when its holder dies), and the worker's exit then blocked for ever in
+  billiard's `Pool._help_stuff_finish` acquiring that lock: the warm shutdown that "never ends";
+- after `--stop-timeout` seconds (a poll still running) the whole group is killed. That is safe:
+  every step is claimed in the database, so a killed poll's lease expires
+  (MAILHUB_POLL_LEASE_SECONDS) and its mailbox is polled again, a killed processing step is
+  enqueued again by the next poll (MAILHUB_REQUEUE_PENDING_AFTER), and an auto-reply killed
+  while sending stays "sending" and is never sent a second time automatically;
+- a second signal during that wait kills the group at once, and the worker is always waited for;
+- PR_SET_PDEATHSIG has the kernel stop the worker even when this process dies by SIGKILL;
+- DATA_DIR/run_mailhub.lock is locked (flock) by this process and inherited by the worker and its
+  pool, so a second `make run` on the same data refuses to start while any of them lives.
+"""
+
+import contextlib
 import ctypes
+import fcntl
 import os
 import signal
 import subprocess
 import sys
+import time
+from types import FrameType
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 _PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the worker, before exec: the kernel sends it SIGTERM if run_mailhub dies, even by
-    SIGKILL, so no orphaned worker keeps polling (Linux; elsewhere a no-op)."""
-    if sys.platform.startswith("linux"):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-
-
-def _exit_on_signal(signum: int, frame) -> None:
-    # SIGTERM's default action ends the process without running `finally`: turn it into a normal
-    # exit so that the worker is stopped.
-    raise SystemExit(128 + signum)
+# Ctrl-C in a terminal (SIGINT to the foreground process group: make and this process; the worker
+# has its own session), a service manager (SIGTERM), a closed terminal (SIGHUP).
+_STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
 
 class Command(BaseCommand):
@@ -34,14 +49,18 @@ class Command(BaseCommand):
         parser.add_argument("--addr", default="127.0.0.1")
         parser.add_argument("--port", default="8000")
         parser.add_argument("--concurrency", type=int, default=2)
+        parser.add_argument(
+            "--stop-timeout",
+            type=float,
+            default=5.0,
+            help="Seconds the worker's warm shutdown may take (running tasks finish) before it is killed.",
+        )
 
-    def handle(self, *args, addr: str, port: str, concurrency: int, **options) -> None:
-        schedule_file = settings.DATA_DIR / "celerybeat-schedule"
+    def handle(self, *args, addr: str, port: str, concurrency: int, stop_timeout: float, **options) -> None:
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
-        for signum in (signal.SIGTERM, signal.SIGHUP):
-            signal.signal(signum, _exit_on_signal)
-        worker = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
-            [
+        lock_fd = _lock_data_dir()
+        worker = _Worker(
+            argv=[
                 sys.executable,
                 "-m",
                 "celery",
@@ -49,30 +68,112 @@ class Command(BaseCommand):
                 "mailhub",
                 "worker",
                 "--beat",
-                f"--schedule={schedule_file}",
+                f"--schedule={settings.DATA_DIR / 'celerybeat-schedule'}",
                 f"--concurrency={concurrency}",
-                "--loglevel=INFO",
+                # Celery sets the root logger to this level in the worker: the same as the web's.
+                f"--loglevel={settings.LOG_LEVEL}",
             ],
-            start_new_session=True,  # its own process group: stopped as a whole, pool included
-            preexec_fn=_die_with_parent,  # safe: no threads have been started yet
+            stop_timeout=stop_timeout,
+            lock_fd=lock_fd,
         )
+        for signum in _STOP_SIGNALS:
+            signal.signal(signum, worker.on_signal)
         try:
+            worker.start()
+            os.ftruncate(lock_fd, 0)
+            os.pwrite(lock_fd, f"run_mailhub={os.getpid()} worker={worker.process.pid}\n".encode(), 0)
             call_command("runserver", f"{addr}:{port}", use_reloader=False)
         finally:
-            _stop(worker)
+            worker.stop()
 
 
-def _stop(worker: subprocess.Popen) -> None:
-    """Warm shutdown first (running tasks finish), then the whole group is killed."""
+class _Worker:
+    """The Celery worker's process group, and what each stop signal does to it."""
+
+    def __init__(self, *, argv: list[str], stop_timeout: float, lock_fd: int) -> None:
+        self.argv = argv
+        self.stop_timeout = stop_timeout
+        self.lock_fd = lock_fd
+        self.process: subprocess.Popen | None = None
+        self.stopping = False
+
+    def start(self) -> None:
+        # Blocked while the child is forked and `self.process` assigned, so that a signal can't
+        # arrive in between and leave a worker nobody stops; the child unblocks them before exec.
+        signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
+        try:
+            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
+                self.argv,
+                start_new_session=True,  # its own process group: killed as a whole, pool included
+                preexec_fn=_prepare_worker,  # safe: no threads have been started yet
+                pass_fds=(self.lock_fd,),  # the lock stays held while any process of the worker lives
+            )
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            # Asked again while waiting for the warm shutdown: don't wait any longer. Never
+            # raises, so the wait in stop() goes on and reaps the killed worker.
+            self.kill()
+            return
+        self.stopping = True
+        # Leaves runserver (and SIGTERM's default action would skip `finally`): stop() runs.
+        raise SystemExit(128 + signum)
+
+    def stop(self) -> None:
+        self.stopping = True  # from here on, any stop signal escalates
+        if self.process is None:
+            return
+        if not self._exited_within(0):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.process.pid, signal.SIGTERM)  # the main process only: see the docstring
+            self._exited_within(self.stop_timeout)
+        # Whatever is left of the group (a stuck main process, a pool child, the beat process).
+        # The main process is not reaped yet, so its pid, the group's id, can't have been reused.
+        self.kill()
+        self.process.wait()
+
+    def _exited_within(self, seconds: float) -> bool:
+        """Whether the main process exited, without reaping it (WNOWAIT)."""
+        deadline = time.monotonic() + seconds
+        while True:
+            if os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.05)
+
+    def kill(self) -> None:
+        if self.process is None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _lock_data_dir() -> int:
+    """Lock DATA_DIR for this run, or fail if an earlier run (or its worker) still holds it."""
+    path = settings.DATA_DIR / "run_mailhub.lock"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     try:
-        os.killpg(worker.pid, signal.SIGTERM)
-        worker.wait(timeout=30)
-    except ProcessLookupError:
-        return
-    except subprocess.TimeoutExpired:
-        pass
-    try:
-        os.killpg(worker.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        return
-    worker.wait(timeout=10)
+        # flock, not a pid file: the kernel releases it when the last process holding it ends,
+        # however it ends, so a stale file never blocks and a live worker always does.
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown pids"
+        os.close(fd)
+        raise CommandError(
+            f"mailhub is already running on {settings.DATA_DIR} ({holder}): stop it first, "
+            "or wait for its worker to finish stopping."
+        ) from None
+    return fd
+
+
+def _prepare_worker() -> None:
+    """In the worker, before exec."""
+    # The parent blocks the stop signals around fork; an exec'd program inherits the mask.
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+    # The kernel sends the worker SIGTERM if run_mailhub dies, even by SIGKILL, so no orphaned
+    # worker keeps polling (Linux; elsewhere a no-op).
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
