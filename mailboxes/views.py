@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core import signing
+from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,7 +25,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
-from .models import Attachment, Email, MailboxViewPreference, MailboxVisit
+from .converters import database_id_from_text
+from .models import Email, MailboxViewPreference, MailboxVisit
 from .sanitize import email_body_csp, email_html_document, sanitize_email_html
 from .selectors import (
     NEW_COUNT_CAP,
@@ -228,9 +230,8 @@ def email_view_select(request: HttpRequest) -> HttpResponse:
     choice = request.POST.get("view", "")
     mailbox = None
     if choice != "all":
-        if not (choice.isascii() and choice.isdecimal()):
-            raise Http404("No such mailbox.")
-        mailbox = mailbox_get_for_user(user=request.user, pk=int(choice))
+        mailbox_id = database_id_from_text(choice)
+        mailbox = mailbox_get_for_user(user=request.user, pk=mailbox_id) if mailbox_id else None
         if mailbox is None:
             raise Http404("No such mailbox.")
     MailboxViewPreference.objects.choose(user=request.user, mailbox=mailbox)
@@ -342,7 +343,7 @@ def email_inline_image(request: HttpRequest, pk: int, attachment_pk: int) -> Htt
     attachment = attachment_get_for_user(user=reader, email_pk=pk, attachment_pk=attachment_pk)
     if attachment is None or attachment.content_type not in INLINE_IMAGE_TYPES:
         raise Http404("No such image.")
-    response = _file_response(attachment, content_type=attachment.content_type)
+    response = _file_response(attachment.file, content_type=attachment.content_type)
     response["Content-Disposition"] = "inline"
     return response
 
@@ -392,11 +393,11 @@ def attachment_content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _file_response(attachment: Attachment, *, content_type: str) -> FileResponse:
+def _file_response(stored: FieldFile, *, content_type: str) -> FileResponse:
     try:
-        handle = attachment.file.open("rb")
+        handle = stored.open("rb")
     except (FileNotFoundError, ValueError) as exc:  # row without its file: nothing to serve
-        raise Http404("The attachment's file is missing.") from exc
+        raise Http404("The file is missing.") from exc
     response = FileResponse(handle, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     # Even if a browser ever rendered it, it would run nothing and reach nothing.
@@ -411,8 +412,19 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Ht
     attachment = attachment_get_for_user(user=request.user, email_pk=pk, attachment_pk=attachment_pk)
     if attachment is None:
         raise Http404("No such attachment.")
-    response = _file_response(attachment, content_type=download_content_type(attachment.content_type))
+    response = _file_response(attachment.file, content_type=download_content_type(attachment.content_type))
     response["Content-Disposition"] = attachment_content_disposition(attachment.filename)
+    return response
+
+
+@login_required
+@require_GET
+def email_original_download(request: HttpRequest, pk: int) -> HttpResponse:
+    """The raw message as stored (RFC 5322 bytes), for what the page cuts (a long body, the
+    attachments beyond the page's list, headers): a download, never rendered."""
+    email = _visible_email(request, pk)
+    response = _file_response(email.raw, content_type="message/rfc822")
+    response["Content-Disposition"] = attachment_content_disposition(f"email-{email.pk}.eml")
     return response
 
 

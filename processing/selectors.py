@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
+from mailboxes.converters import database_id_from_text
 from mailboxes.models import Mailbox
 from mailboxes.selectors import users_with_access_to, without_mailbox_secrets
 
@@ -72,8 +73,9 @@ def _person_condition(field: str, person: str, user) -> Q:
         return Q(**{f"{field}_id": user.pk})
     if person == NOBODY:
         return Q(**{f"{field}__isnull": True})
-    if person.isascii() and person.isdecimal():
-        return Q(**{f"{field}_id": int(person)})
+    person_id = database_id_from_text(person)
+    if person_id is not None:
+        return Q(**{f"{field}_id": person_id})
     return Q()
 
 
