@@ -38,6 +38,8 @@ from .selectors import (
     email_auto_replies,
     email_get_for_user,
     email_grid_page,
+    email_inline_images,
+    email_text_body,
     email_thread,
     email_view_for_user,
     latest_email_ids,
@@ -241,8 +243,8 @@ def email_view_select(request: HttpRequest) -> HttpResponse:
 # -- an email -------------------------------------------------------------------------------------
 
 
-def _visible_email(request: HttpRequest, pk: int) -> Email:
-    email = email_get_for_user(user=request.user, pk=pk)
+def _visible_email(request: HttpRequest, pk: int, *, defer: tuple[str, ...] = ()) -> Email:
+    email = email_get_for_user(user=request.user, pk=pk, defer=defer)
     if email is None:
         raise Http404("No such email.")
     return email
@@ -251,7 +253,8 @@ def _visible_email(request: HttpRequest, pk: int) -> Email:
 @login_required
 @require_GET
 def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    email = _visible_email(request, pk)
+    email = _visible_email(request, pk, defer=("text_body",))
+    text = email_text_body(email=email)
     has_html = bool(email.html_body.strip())
     mode = "text" if request.GET.get("view") == "text" or not has_html else "html"
     show_images = request.GET.get("images") == "1"
@@ -279,7 +282,9 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "auto_replies": email_auto_replies(email=email),
             "can_convert_to_lead": email.lead_id is None and email.case_id is None,
             "can_convert_to_case": email.lead_id is None and email.case_id is None,
-            "large_text": len(email.text_body) > 200_000,
+            "text": text,
+            # urlize is slow on long texts (and a long text is rarely a note with a link in it).
+            "large_text": len(text.text) > 200_000,
         },
     )
 
@@ -319,8 +324,7 @@ def email_body_html(request: HttpRequest, pk: int) -> HttpResponse:
         attachment.content_id: reverse("emails:inline_image", args=[email.pk, attachment.pk])
         + "?"
         + urlencode({"t": token})
-        for attachment in email_attachments(email=email)
-        if attachment.content_id and attachment.content_type in INLINE_IMAGE_TYPES
+        for attachment in email_inline_images(email=email, content_types=INLINE_IMAGE_TYPES)
     }
     sanitized = sanitize_email_html(
         email.html_body, inline_image_urls=inline_image_urls, allow_remote_images=allow_remote_images
