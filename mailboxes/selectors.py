@@ -26,7 +26,7 @@ from django.db.models import (
     Value,
 )
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, Substr
+from django.db.models.functions import Coalesce, Length, Substr
 from django.utils import timezone
 
 from autoresponse.models import AutoReply
@@ -59,11 +59,13 @@ def emails_visible_to(user) -> QuerySet[Email]:
     return Email.objects.filter(mailbox__in=Mailbox.objects.accessible_to(user))
 
 
-def email_get_for_user(*, user, pk: int) -> Email | None:
+def email_get_for_user(*, user, pk: int, defer: tuple[str, ...] = ()) -> Email | None:
+    """`defer`: fields the caller does not need loaded (the page reads only the start of the
+    text body, see `email_text_body`)."""
     return (
         emails_visible_to(user)
         .select_related("mailbox", "lead", "case")
-        .defer(*without_mailbox_secrets("mailbox"))
+        .defer(*without_mailbox_secrets("mailbox"), *defer)
         .filter(pk=pk)
         .first()
     )
@@ -406,7 +408,16 @@ def email_grid_cursor_at(*, user, mailbox_ids: list[int] | None, query: EmailGri
 
 # -- an email's page ------------------------------------------------------------------------------
 
+# What an email's page, a case's or a lead's page show is bounded whatever was stored (storing
+# caps what it keeps, but a page must not depend on that): with these, the email page of a
+# message with 1,000 attachments and a 5 MB text body stays under 1.5 MB (tests/web/
+# test_page_bounds.py) instead of 20 MB. What is cut is said on the page, with the raw original
+# as a download.
 THREAD_LIMIT = 50
+ATTACHMENTS_SHOWN = 200
+INLINE_IMAGES_LIMIT = 200  # cid: images mapped into the HTML frame
+TEXT_BODY_SHOWN = 1_000_000  # characters of the text body
+EMAILS_PER_RECORD_PAGE = 50  # the emails of a case or a lead, per page
 
 
 def email_thread(*, user, email: Email) -> list[Email]:
@@ -430,20 +441,68 @@ def email_thread(*, user, email: Email) -> list[Email]:
     )
 
 
-def email_attachments(*, email: Email) -> list[Attachment]:
-    """The attachments of an email the caller already got through `email_get_for_user`."""
-    return list(email.attachments.order_by("pk"))
+@dataclass(frozen=True)
+class AttachmentList:
+    shown: list[Attachment]  # the first ATTACHMENTS_SHOWN, in their order in the message
+    total: int
+
+    @property
+    def not_shown(self) -> int:
+        return self.total - len(self.shown)
+
+
+def email_attachments(*, email: Email, limit: int = ATTACHMENTS_SHOWN) -> AttachmentList:
+    """The first attachments of an email the caller already got through `email_get_for_user`,
+    and how many it has: two queries, whatever their number."""
+    shown = list(email.attachments.order_by("pk")[:limit])
+    total = len(shown) if len(shown) < limit else email.attachments.count()
+    return AttachmentList(shown=shown, total=total)
+
+
+def email_inline_images(*, email: Email, content_types: frozenset[str]) -> list[Attachment]:
+    """The cid: images of an email (RFC 2392), at most INLINE_IMAGES_LIMIT."""
+    return list(
+        email.attachments.exclude(content_id="")
+        .filter(content_type__in=content_types)
+        .order_by("pk")[:INLINE_IMAGES_LIMIT]
+    )
+
+
+@dataclass(frozen=True)
+class TextBody:
+    text: str  # at most TEXT_BODY_SHOWN characters
+    length: int  # of the whole body
+
+    @property
+    def is_cut(self) -> bool:
+        return self.length > len(self.text)
+
+
+def email_text_body(*, email: Email) -> TextBody:
+    """The start of the text body, cut in the database: a 50 MB body is not read for a page."""
+    row = (
+        Email.objects.filter(pk=email.pk)
+        .annotate(shown=Substr("text_body", 1, TEXT_BODY_SHOWN), length=Length("text_body"))
+        .values("shown", "length")
+        .first()
+    )
+    if row is None:
+        return TextBody(text="", length=0)
+    return TextBody(text=row["shown"] or "", length=row["length"] or 0)
 
 
 def email_auto_replies(*, email: Email) -> list[AutoReply]:
-    return list(AutoReply.objects.filter(email=email).order_by("created_at", "pk"))
+    return list(AutoReply.objects.filter(email=email).order_by("created_at", "pk")[:THREAD_LIMIT])
 
 
-def emails_of_case_or_lead(*, user, case_id: int | None = None, lead_id: int | None = None) -> list[Email]:
-    """Emails of a case or a lead, oldest first, for their pages (the grid's columns only)."""
+def emails_of_case_or_lead(
+    *, user, case_id: int | None = None, lead_id: int | None = None
+) -> QuerySet[Email]:
+    """Emails of a case or a lead, oldest first, for their pages (the grid's columns only); the
+    page shows them EMAILS_PER_RECORD_PAGE at a time."""
     emails = emails_visible_to(user)
     emails = emails.filter(case_id=case_id) if case_id is not None else emails.filter(lead_id=lead_id)
-    return list(
+    return (
         emails.only("pk", "subject", "from_name", "from_address", "received_at", "has_attachments")
         .annotate(snippet=Substr("text_body", 1, SNIPPET_LENGTH))
         .order_by("received_at", "pk")

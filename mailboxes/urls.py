@@ -2,6 +2,8 @@
 
 from django.urls import path
 
+import mailboxes.converters  # noqa: F401 - registers <id:...>, the converter of every id
+
 from . import views
 
 app_name = "emails"
@@ -9,10 +11,11 @@ app_name = "emails"
 urlpatterns = [
     path("", views.email_list, name="list"),
     path("view/", views.email_view_select, name="select_view"),
-    path("<int:pk>/", views.email_detail, name="detail"),
-    path("<int:pk>/body.html", views.email_body_html, name="body_html"),
-    path("<int:pk>/attachments/<int:attachment_pk>/", views.attachment_download, name="attachment"),
-    path("<int:pk>/inline/<int:attachment_pk>/", views.email_inline_image, name="inline_image"),
-    path("<int:pk>/convert-to-case/", views.email_convert_to_case_view, name="convert_to_case"),
-    path("<int:pk>/convert-to-lead/", views.email_convert_to_lead_view, name="convert_to_lead"),
+    path("<id:pk>/", views.email_detail, name="detail"),
+    path("<id:pk>/body.html", views.email_body_html, name="body_html"),
+    path("<id:pk>/original.eml", views.email_original_download, name="original"),
+    path("<id:pk>/attachments/<id:attachment_pk>/", views.attachment_download, name="attachment"),
+    path("<id:pk>/inline/<id:attachment_pk>/", views.email_inline_image, name="inline_image"),
+    path("<id:pk>/convert-to-case/", views.email_convert_to_case_view, name="convert_to_case"),
+    path("<id:pk>/convert-to-lead/", views.email_convert_to_lead_view, name="convert_to_lead"),
 ]

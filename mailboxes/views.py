@@ -16,6 +16,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core import signing
+from django.db.models.fields.files import FieldFile
 from django.http import FileResponse, Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
@@ -24,7 +25,8 @@ from django.views.decorators.http import require_GET, require_POST
 
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
-from .models import Attachment, Email, MailboxViewPreference, MailboxVisit
+from .converters import database_id_from_text
+from .models import Email, MailboxViewPreference, MailboxVisit
 from .sanitize import email_body_csp, email_html_document, sanitize_email_html
 from .selectors import (
     NEW_COUNT_CAP,
@@ -36,6 +38,8 @@ from .selectors import (
     email_auto_replies,
     email_get_for_user,
     email_grid_page,
+    email_inline_images,
+    email_text_body,
     email_thread,
     email_view_for_user,
     latest_email_ids,
@@ -228,9 +232,8 @@ def email_view_select(request: HttpRequest) -> HttpResponse:
     choice = request.POST.get("view", "")
     mailbox = None
     if choice != "all":
-        if not (choice.isascii() and choice.isdecimal()):
-            raise Http404("No such mailbox.")
-        mailbox = mailbox_get_for_user(user=request.user, pk=int(choice))
+        mailbox_id = database_id_from_text(choice)
+        mailbox = mailbox_get_for_user(user=request.user, pk=mailbox_id) if mailbox_id else None
         if mailbox is None:
             raise Http404("No such mailbox.")
     MailboxViewPreference.objects.choose(user=request.user, mailbox=mailbox)
@@ -240,8 +243,8 @@ def email_view_select(request: HttpRequest) -> HttpResponse:
 # -- an email -------------------------------------------------------------------------------------
 
 
-def _visible_email(request: HttpRequest, pk: int) -> Email:
-    email = email_get_for_user(user=request.user, pk=pk)
+def _visible_email(request: HttpRequest, pk: int, *, defer: tuple[str, ...] = ()) -> Email:
+    email = email_get_for_user(user=request.user, pk=pk, defer=defer)
     if email is None:
         raise Http404("No such email.")
     return email
@@ -250,7 +253,8 @@ def _visible_email(request: HttpRequest, pk: int) -> Email:
 @login_required
 @require_GET
 def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
-    email = _visible_email(request, pk)
+    email = _visible_email(request, pk, defer=("text_body",))
+    text = email_text_body(email=email)
     has_html = bool(email.html_body.strip())
     mode = "text" if request.GET.get("view") == "text" or not has_html else "html"
     show_images = request.GET.get("images") == "1"
@@ -278,7 +282,9 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
             "auto_replies": email_auto_replies(email=email),
             "can_convert_to_lead": email.lead_id is None and email.case_id is None,
             "can_convert_to_case": email.lead_id is None and email.case_id is None,
-            "large_text": len(email.text_body) > 200_000,
+            "text": text,
+            # urlize is slow on long texts (and a long text is rarely a note with a link in it).
+            "large_text": len(text.text) > 200_000,
         },
     )
 
@@ -318,8 +324,7 @@ def email_body_html(request: HttpRequest, pk: int) -> HttpResponse:
         attachment.content_id: reverse("emails:inline_image", args=[email.pk, attachment.pk])
         + "?"
         + urlencode({"t": token})
-        for attachment in email_attachments(email=email)
-        if attachment.content_id and attachment.content_type in INLINE_IMAGE_TYPES
+        for attachment in email_inline_images(email=email, content_types=INLINE_IMAGE_TYPES)
     }
     sanitized = sanitize_email_html(
         email.html_body, inline_image_urls=inline_image_urls, allow_remote_images=allow_remote_images
@@ -342,7 +347,7 @@ def email_inline_image(request: HttpRequest, pk: int, attachment_pk: int) -> Htt
     attachment = attachment_get_for_user(user=reader, email_pk=pk, attachment_pk=attachment_pk)
     if attachment is None or attachment.content_type not in INLINE_IMAGE_TYPES:
         raise Http404("No such image.")
-    response = _file_response(attachment, content_type=attachment.content_type)
+    response = _file_response(attachment.file, content_type=attachment.content_type)
     response["Content-Disposition"] = "inline"
     return response
 
@@ -392,11 +397,11 @@ def attachment_content_disposition(filename: str) -> str:
     return f"attachment; filename=\"{ascii_name}\"; filename*=UTF-8''{quote(name, safe='')}"
 
 
-def _file_response(attachment: Attachment, *, content_type: str) -> FileResponse:
+def _file_response(stored: FieldFile, *, content_type: str) -> FileResponse:
     try:
-        handle = attachment.file.open("rb")
+        handle = stored.open("rb")
     except (FileNotFoundError, ValueError) as exc:  # row without its file: nothing to serve
-        raise Http404("The attachment's file is missing.") from exc
+        raise Http404("The file is missing.") from exc
     response = FileResponse(handle, content_type=content_type)
     response["X-Content-Type-Options"] = "nosniff"
     # Even if a browser ever rendered it, it would run nothing and reach nothing.
@@ -411,8 +416,19 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Ht
     attachment = attachment_get_for_user(user=request.user, email_pk=pk, attachment_pk=attachment_pk)
     if attachment is None:
         raise Http404("No such attachment.")
-    response = _file_response(attachment, content_type=download_content_type(attachment.content_type))
+    response = _file_response(attachment.file, content_type=download_content_type(attachment.content_type))
     response["Content-Disposition"] = attachment_content_disposition(attachment.filename)
+    return response
+
+
+@login_required
+@require_GET
+def email_original_download(request: HttpRequest, pk: int) -> HttpResponse:
+    """The raw message as stored (RFC 5322 bytes), for what the page cuts (a long body, the
+    attachments beyond the page's list, headers): a download, never rendered."""
+    email = _visible_email(request, pk)
+    response = _file_response(email.raw, content_type="message/rfc822")
+    response["Content-Disposition"] = attachment_content_disposition(f"email-{email.pk}.eml")
     return response
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
+from mailboxes.converters import database_id_from_text
 from mailboxes.models import Mailbox
 from mailboxes.selectors import users_with_access_to, without_mailbox_secrets
 
@@ -53,7 +54,7 @@ def case_get_for_user(*, user, pk: int) -> Case | None:
     return (
         cases_visible_to(user)
         .select_related("mailbox", "owner", "assignee", "previous_case", "source_email")
-        .defer(*_UNSHOWN)
+        .defer(*_UNSHOWN, "previous_case__description")
         .filter(pk=pk)
         .first()
     )
@@ -72,8 +73,9 @@ def _person_condition(field: str, person: str, user) -> Q:
         return Q(**{f"{field}_id": user.pk})
     if person == NOBODY:
         return Q(**{f"{field}__isnull": True})
-    if person.isascii() and person.isdecimal():
-        return Q(**{f"{field}_id": int(person)})
+    person_id = database_id_from_text(person)
+    if person_id is not None:
+        return Q(**{f"{field}_id": person_id})
     return Q()
 
 
@@ -141,9 +143,16 @@ def case_assignee_choices(*, case: Case) -> QuerySet:
     return users_with_access_to(mailbox=case.mailbox)
 
 
+# A case's page shows its latest changes and first follow-ups: a case edited by a script every
+# minute for a year must not make a 500,000-line page. The admin lists them all.
+CASE_EVENTS_SHOWN = 200
+CASE_FOLLOW_UPS_SHOWN = 50
+
+
 def case_events(*, case: Case) -> list[CaseEvent]:
-    return list(case.events.order_by("-created_at", "pk"))
+    return list(case.events.order_by("-created_at", "pk")[:CASE_EVENTS_SHOWN])
 
 
 def case_follow_ups(*, user, case: Case) -> list[Case]:
-    return list(cases_visible_to(user).filter(previous_case=case).order_by("created_at", "pk"))
+    follow_ups = cases_visible_to(user).filter(previous_case=case).defer("description")
+    return list(follow_ups.order_by("created_at", "pk")[:CASE_FOLLOW_UPS_SHOWN])

@@ -3,15 +3,17 @@
 
 from django.urls import path
 
+import mailboxes.converters  # noqa: F401 - registers <id:...>, the converter of every id
+
 from . import views
 
 lead_urlpatterns = [
     path("", views.lead_list_view, name="list"),
-    path("<int:pk>/", views.lead_detail, name="detail"),
+    path("<id:pk>/", views.lead_detail, name="detail"),
 ]
 
 case_urlpatterns = [
     path("", views.case_list_view, name="list"),
-    path("<int:pk>/", views.case_detail, name="detail"),
-    path("<int:pk>/update/", views.case_update_view, name="update"),
+    path("<id:pk>/", views.case_detail, name="detail"),
+    path("<id:pk>/update/", views.case_update_view, name="update"),
 ]

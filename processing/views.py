@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from mailboxes.selectors import emails_of_case_or_lead
+from mailboxes.selectors import EMAILS_PER_RECORD_PAGE, emails_of_case_or_lead
 
 from .forms import CaseFilterForm, CaseUpdateForm, LeadFilterForm
 from .models import Case, Lead
@@ -47,8 +47,13 @@ def _visible_lead(request: HttpRequest, pk: int) -> Lead:
 @require_GET
 def lead_detail(request: HttpRequest, pk: int) -> HttpResponse:
     lead = _visible_lead(request, pk)
-    emails = emails_of_case_or_lead(user=request.user, lead_id=lead.pk)
+    emails = _emails_page(request, emails_of_case_or_lead(user=request.user, lead_id=lead.pk))
     return render(request, "leads/detail.html", {"lead": lead, "emails": emails})
+
+
+def _emails_page(request: HttpRequest, emails):
+    """One page of a case's or a lead's emails: a thread of 10,000 replies is not one page."""
+    return Paginator(emails, EMAILS_PER_RECORD_PAGE).get_page(request.GET.get("page"))
 
 
 @login_required
@@ -72,7 +77,7 @@ def _case_page(request: HttpRequest, case: Case, form: CaseUpdateForm) -> HttpRe
     context = {
         "case": case,
         "form": form,
-        "emails": emails_of_case_or_lead(user=request.user, case_id=case.pk),
+        "emails": _emails_page(request, emails_of_case_or_lead(user=request.user, case_id=case.pk)),
         "events": case_events(case=case),
         "follow_ups": case_follow_ups(user=request.user, case=case),
     }

@@ -67,7 +67,13 @@ def _lock(email_id: int) -> tuple[Email, Mailbox]:
 
 
 def email_process(*, email_id: int) -> ProcessingOutcome:
-    """Apply the mailbox's action to one new email. Failures are recorded on the email, not raised."""
+    """Apply the mailbox's action to one new email. Failures are recorded on the email, not raised.
+
+    One unit of failure per email: the earlier emails a reply answers are processed first, each
+    in its own savepoint, and one that fails is recorded as failed on itself; the reply goes on
+    (its threading then simply finds no case there). The reply's own work is a savepoint too, so
+    the failures recorded on those earlier emails are committed even when the reply fails.
+    """
     try:
         with transaction.atomic():
             email, mailbox = _lock(email_id)
@@ -75,40 +81,65 @@ def email_process(*, email_id: int) -> ProcessingOutcome:
                 return ProcessingOutcome(email_id, "already_done", email.lead_id, email.case_id)
             # Workers may take a reply before the email it answers: process that one first (the
             # mailbox lock is held), so the reply finds its case.
-            earlier_ids = []
+            earlier_ids: list[int] = []
             for earlier in _unprocessed_emails_it_answers(email):
                 earlier.mailbox = mailbox
-                earlier_ids += _process_locked(earlier, mailbox).auto_reply_ids
-            outcome = _process_locked(email, mailbox)
+                earlier_ids += _process_in_savepoint(earlier, mailbox).auto_reply_ids
+            outcome = _process_in_savepoint(email, mailbox)
         return replace(outcome, auto_reply_ids=tuple(earlier_ids) + outcome.auto_reply_ids)
-    except Exception as exc:  # one bad email must not stop the others; it is recorded
+    except Exception as exc:  # locking or committing failed: recorded on the email, out of it
         logger.exception("processing email %s failed", email_id)
-        message = f"{type(exc).__name__}: {exc}"
-        failed = Email.objects.filter(
-            pk=email_id, processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED]
-        )
-        attempts = (failed.values_list("processing_attempts", flat=True).first() or 0) + 1
-        failed.update(
-            processing_status=ProcessingStatus.FAILED,
-            processing_error=message,
-            processing_attempts=attempts,
-            processing_next_attempt_at=timezone.now() + processing_retry_delay(attempts),
-        )
-        return ProcessingOutcome(email_id, "failed", error=message)
+        return _record_failure(email_id, exc)
+
+
+def _process_in_savepoint(email: Email, mailbox: Mailbox) -> ProcessingOutcome:
+    """Process one locked email; if anything raises, roll back to the savepoint (on PostgreSQL a
+    failed statement aborts the whole transaction otherwise) and record the failure on it."""
+    try:
+        with transaction.atomic():
+            return _process_locked(email, mailbox)
+    except Exception as exc:  # one bad email must not stop the others; it is recorded
+        logger.exception("processing email %s failed", email.pk)
+        return _record_failure(email.pk, exc)
+
+
+def _record_failure(email_id: int, exc: Exception) -> ProcessingOutcome:
+    message = f"{type(exc).__name__}: {exc}"
+    failed = Email.objects.filter(
+        pk=email_id, processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED]
+    )
+    attempts = (failed.values_list("processing_attempts", flat=True).first() or 0) + 1
+    failed.update(
+        processing_status=ProcessingStatus.FAILED,
+        processing_error=message,
+        processing_attempts=attempts,
+        processing_next_attempt_at=timezone.now() + processing_retry_delay(attempts),
+    )
+    return ProcessingOutcome(email_id, "failed", error=message)
+
+
+def _retry_due() -> Q:
+    """Failed fewer than MAX_PROCESSING_ATTEMPTS times and past its backoff."""
+    return Q(processing_status=ProcessingStatus.FAILED, processing_attempts__lt=MAX_PROCESSING_ATTEMPTS) & (
+        Q(processing_next_attempt_at__isnull=True) | Q(processing_next_attempt_at__lte=timezone.now())
+    )
 
 
 def _unprocessed_emails_it_answers(email: Email) -> list[Email]:
+    """The earlier emails this one references that are due: one given up on or waiting for its
+    backoff is not retried by every reply of its thread (that would spend its attempts at the
+    pace of the replies and repeat its failure in each of them)."""
     ids = referenced_message_ids(email)
     if not ids:
         return []
     return list(
         Email.objects.select_for_update()
         .filter(
+            Q(processing_status=ProcessingStatus.PENDING) | _retry_due(),
             mailbox_id=email.mailbox_id,
             message_id__in=ids,
             pk__lt=email.pk,
             is_history=False,
-            processing_status__in=[ProcessingStatus.PENDING, ProcessingStatus.FAILED],
         )
         .order_by("pk")
     )
@@ -179,8 +210,5 @@ def emails_needing_processing(*, mailbox_id: int, stored_before: datetime | None
     pending = Q(processing_status=ProcessingStatus.PENDING)
     if stored_before is not None:
         pending &= Q(stored_at__lt=stored_before)
-    retry_due = Q(
-        processing_status=ProcessingStatus.FAILED, processing_attempts__lt=MAX_PROCESSING_ATTEMPTS
-    ) & (Q(processing_next_attempt_at__isnull=True) | Q(processing_next_attempt_at__lte=timezone.now()))
-    emails = Email.objects.filter(mailbox_id=mailbox_id).filter(pending | retry_due)
+    emails = Email.objects.filter(mailbox_id=mailbox_id).filter(pending | _retry_due())
     return list(emails.order_by("pk").values_list("pk", flat=True))

@@ -307,3 +307,109 @@ def test_concurrent_processing_gives_one_case_per_email():
     assert sorted(Case.objects.values_list("source_email_id", flat=True)) == sorted(e.pk for e in emails)
     assert len(set(Case.objects.values_list("number", flat=True))) == 10
     assert set(Email.objects.values_list("processing_status", flat=True)) == {ProcessingStatus.DONE}
+
+
+# -- one unit of failure per email: an earlier email that fails never fails its replies ------------
+
+
+def _fail_for(monkeypatch, failing: set[int]) -> None:
+    """Case creation raises for the emails whose ids are in `failing` (an exception of the action)."""
+    from processing.services import actions
+
+    real = actions.case_create_from_email
+
+    def create(*, email, **kwargs):
+        if email.pk in failing:
+            raise RuntimeError(f"cannot open a case for email {email.pk}")
+        return real(email=email, **kwargs)
+
+    monkeypatch.setattr(actions, "case_create_from_email", create)
+
+
+def _break(how: str, earlier: Email, monkeypatch) -> str:
+    """Make processing `earlier` fail, by an exception of the action or by the database refusing
+    a row (a case already created from it: the one-to-one `source_email` constraint). Returns the
+    start of the error recorded on it."""
+    if how == "exception":
+        _fail_for(monkeypatch, {earlier.pk})
+        return "RuntimeError: cannot open a case"
+    Case.objects.create(subject="left over", mailbox=earlier.mailbox, source_email=earlier)
+    return "IntegrityError"
+
+
+@pytest.fixture
+def thread(case_mailbox):
+    earlier = EmailFactory(mailbox=case_mailbox, message_id="<first@example.com>")
+    reply = EmailFactory(mailbox=case_mailbox, in_reply_to="<first@example.com>")
+    return earlier, reply
+
+
+@pytest.mark.parametrize("how", ["exception", "database"])
+def test_failing_earlier_email_does_not_fail_its_reply(thread, monkeypatch, how):
+    earlier, reply = thread
+    error = _break(how, earlier, monkeypatch)
+    outcome = email_process(email_id=reply.pk)
+    assert outcome.result == "case_created"  # no case to join: the reply opens its own
+    reply.refresh_from_db()
+    assert (reply.processing_status, reply.processing_attempts, reply.processing_error) == (
+        ProcessingStatus.DONE,
+        1,
+        "",
+    )
+    assert reply.case.source_email == reply
+    earlier.refresh_from_db()
+    assert (earlier.processing_status, earlier.processing_attempts) == (ProcessingStatus.FAILED, 1)
+    assert earlier.processing_error.startswith(error)
+    wait = (earlier.processing_next_attempt_at - timezone.now()).total_seconds()
+    assert wait == pytest.approx(60, abs=5)
+
+
+@pytest.mark.parametrize("how", ["exception", "database"])
+def test_earlier_email_in_backoff_is_not_retried_by_each_reply(thread, monkeypatch, how):
+    earlier, reply = thread
+    _break(how, earlier, monkeypatch)
+    email_process(email_id=reply.pk)
+    second = EmailFactory(mailbox=earlier.mailbox, in_reply_to="<first@example.com>")
+    assert email_process(email_id=second.pk).result == "case_created"
+    earlier.refresh_from_db()
+    assert (earlier.processing_status, earlier.processing_attempts) == (ProcessingStatus.FAILED, 1)
+
+
+def test_earlier_email_given_up_is_not_retried_by_a_reply(thread, monkeypatch):
+    earlier, reply = thread
+    _fail_for(monkeypatch, {earlier.pk})
+    Email.objects.filter(pk=earlier.pk).update(
+        processing_status=ProcessingStatus.FAILED, processing_attempts=5, processing_next_attempt_at=None
+    )
+    assert email_process(email_id=reply.pk).result == "case_created"
+    earlier.refresh_from_db()
+    assert (earlier.processing_status, earlier.processing_attempts) == (ProcessingStatus.FAILED, 5)
+
+
+@pytest.mark.parametrize("how", ["exception", "database"])
+def test_earlier_email_due_again_fails_again_on_itself_only(thread, monkeypatch, how):
+    earlier, reply = thread
+    _break(how, earlier, monkeypatch)
+    email_process(email_id=reply.pk)
+    Email.objects.filter(pk=earlier.pk).update(processing_next_attempt_at=timezone.now())
+    second = EmailFactory(mailbox=earlier.mailbox, in_reply_to="<first@example.com>")
+    assert email_process(email_id=second.pk).result == "case_created"
+    earlier.refresh_from_db()
+    assert (earlier.processing_status, earlier.processing_attempts) == (ProcessingStatus.FAILED, 2)
+    assert Email.objects.get(pk=second.pk).processing_status == ProcessingStatus.DONE
+
+
+def test_failures_of_a_reply_and_of_its_earlier_email_are_both_recorded(thread, monkeypatch):
+    earlier, reply = thread
+    _fail_for(monkeypatch, {earlier.pk, reply.pk})
+    outcome = email_process(email_id=reply.pk)
+    assert (outcome.result, outcome.error) == (
+        "failed",
+        f"RuntimeError: cannot open a case for email {reply.pk}",
+    )
+    rows = Email.objects.filter(pk__in=[earlier.pk, reply.pk]).order_by("pk")
+    assert [(e.processing_status, e.processing_attempts, e.processing_error) for e in rows] == [
+        (ProcessingStatus.FAILED, 1, f"RuntimeError: cannot open a case for email {earlier.pk}"),
+        (ProcessingStatus.FAILED, 1, f"RuntimeError: cannot open a case for email {reply.pk}"),
+    ]
+    assert Case.objects.count() == 0

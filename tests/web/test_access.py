@@ -31,6 +31,7 @@ def _request(objects: MailboxObjects, name: str):
         "email_detail": ("get", reverse("emails:detail", args=[email.pk]), None),
         "email_text": ("get", reverse("emails:detail", args=[email.pk]) + "?view=text", None),
         "email_body_html": ("get", reverse("emails:body_html", args=[email.pk]), None),
+        "email_original": ("get", reverse("emails:original", args=[email.pk]), None),
         "attachment": ("get", reverse("emails:attachment", args=[email.pk, objects.attachment.pk]), None),
         "inline_image": (
             "get",
@@ -55,6 +56,7 @@ ALLOWED_STATUS = {
     "email_detail": 200,
     "email_text": 200,
     "email_body_html": 200,
+    "email_original": 200,
     "attachment": 200,
     "inline_image": 200,
     "convert_to_case": 302,

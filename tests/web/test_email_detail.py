@@ -249,6 +249,28 @@ def test_attachment_whose_file_is_missing_is_404(client, world: World, reader):
     assert client.get(url).status_code == 404
 
 
+def test_original_is_the_raw_message_as_a_download(client, world: World, reader):
+    email = world.support.email
+    with email.raw.open("rb") as stored:
+        raw = stored.read()
+    client.force_login(reader)
+    response = client.get(reverse("emails:original", args=[email.pk]))
+    assert response.status_code == 200
+    assert response["Content-Type"] == "message/rfc822"
+    assert response["Content-Disposition"] == (
+        f"attachment; filename=\"email-{email.pk}.eml\"; filename*=UTF-8''email-{email.pk}.eml"
+    )
+    assert response["X-Content-Type-Options"] == "nosniff"
+    assert b"".join(response.streaming_content) == raw
+
+
+def test_original_whose_file_is_missing_is_404(client, world: World, reader):
+    email = world.support.email
+    email.raw.storage.delete(email.raw.name)
+    client.force_login(reader)
+    assert client.get(reverse("emails:original", args=[email.pk])).status_code == 404
+
+
 def test_attachment_of_another_email_is_404(client, world: World, reader):
     client.force_login(reader)
     # The attachment exists and is visible, but not under this email's URL.

@@ -1,0 +1,34 @@
+"""`when`: the `date` filter for instants that came from outside (a Date header, a server's
+INTERNALDATE), which may sit at the edge of what Python's datetime holds.
+
+Django's `date` converts to the display time zone first, and `astimezone` raises OverflowError
+for an instant whose local time falls outside years 1..9999 (0001-01-01 00:00 UTC seen from
+UTC-12, 9999-12-31 23:00 UTC seen from UTC+14): one such email made the grid, its page and its
+case's page answer 500. `when` shows such an instant in UTC, marked so, instead.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+from django import template
+from django.utils import formats, timezone
+
+register = template.Library()
+
+
+@register.filter(expects_localtime=False)
+def when(value, arg: str | None = None) -> str:
+    if not isinstance(value, datetime):
+        return formats.date_format(value, arg) if value else ""
+    suffix = ""
+    if timezone.is_aware(value):
+        try:
+            value = timezone.localtime(value)
+        except (OverflowError, ValueError):
+            value, suffix = value.astimezone(UTC), " UTC"
+    # A naive value (written by hand, or by a test) is shown as it is: it names no zone to convert.
+    try:
+        return formats.date_format(value, arg) + suffix
+    except (OverflowError, ValueError):
+        return value.isoformat()
