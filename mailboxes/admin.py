@@ -9,6 +9,7 @@ from autoresponse.admin import AutoReplyInline, AutoResponseRuleInline
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
 from .admin_access import MAILBOX_FILTER, MailboxScopedMixin
+from .encryption import CIPHERTEXT_PREFIX
 from .models import Attachment, Email, Mailbox, ProcessingStatus
 from .services import mailbox_test_connection
 from .status import mailbox_state, mailboxes_annotate_status
@@ -53,6 +54,19 @@ class MailboxAdminForm(forms.ModelForm):
         super().__init__(*args, **kwargs)
         for name in SECRET_FIELDS:
             self.initial[name] = ""
+
+    def _clean_secret(self, name: str) -> str:
+        value = self.cleaned_data.get(name) or ""
+        if value.startswith(CIPHERTEXT_PREFIX):
+            # It would be read as stored ciphertext (the column's format, see EncryptedTextField).
+            raise forms.ValidationError(f"A password can't start with {CIPHERTEXT_PREFIX!r}.")
+        return value
+
+    def clean_imap_password(self) -> str:
+        return self._clean_secret("imap_password")
+
+    def clean_smtp_password(self) -> str:
+        return self._clean_secret("smtp_password")
 
     def clean(self):
         cleaned = super().clean()

@@ -147,3 +147,56 @@ def mailbox_poll_failed(mailbox) -> None:
     from mailboxes.services import mailbox_poll
 
     assert mailbox_poll(mailbox_id=mailbox.pk).error
+
+
+@pytest.mark.django_db
+def test_dumpdata_writes_ciphertext_and_loaddata_restores_a_working_password(tmp_path):
+    from django.core.management import call_command
+
+    mailbox = MailboxFactory(imap_password="Grüße-imap", smtp_password="smtp-secret")
+    dump = tmp_path / "mailboxes.json"
+    call_command("dumpdata", "mailboxes.mailbox", output=str(dump))
+    text = dump.read_text()
+    assert "Grüße-imap" not in text
+    assert "smtp-secret" not in text
+    assert "StoredSecret" not in text
+    assert '"imap_password": "fernet:' in text
+    Mailbox.objects.all().delete()
+    call_command("loaddata", str(dump))
+    restored = Mailbox.objects.get(pk=mailbox.pk)
+    assert restored.imap_settings().password == "Grüße-imap"
+    assert restored.smtp_settings().password == "smtp-secret"
+
+
+@pytest.mark.django_db
+def test_the_admin_refuses_a_password_in_the_ciphertext_format(admin_client):
+    mailbox = MailboxFactory()
+    data = {
+        field: getattr(mailbox, field)
+        for field in (
+            "label",
+            "email",
+            "imap_host",
+            "imap_port",
+            "imap_security",
+            "imap_username",
+            "imap_folder",
+            "smtp_host",
+            "smtp_port",
+            "smtp_security",
+            "smtp_username",
+            "processing_action",
+            "poll_interval",
+            "history_import",
+        )
+    }
+    data |= {"imap_password": "fernet:looks-like-ciphertext", "is_active": "on"}
+    data |= {key: value for key, value in _rule_inline_management().items()}
+    response = admin_client.post(f"/admin/mailboxes/mailbox/{mailbox.pk}/change/", data)
+    assert response.status_code == 200
+    assert "can&#x27;t start with" in response.content.decode()
+
+
+def _rule_inline_management() -> dict:
+    prefix = "auto_response_rules"
+    return {f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"}
