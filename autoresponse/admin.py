@@ -1,7 +1,6 @@
 from django import forms
-from django.contrib import admin, messages
+from django.contrib import admin
 from django.core.exceptions import ValidationError
-from django.db import transaction
 from django.utils.html import format_html
 
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin, scoped_to_user
@@ -9,8 +8,6 @@ from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin, scoped_to
 from .conditions import ConditionError, ConditionSpec, validate_condition
 from .models import AutoReply, AutoResponseRule, EmailTemplate, RuleCondition
 from .rendering import TemplateProblem, sample_context, template_render, template_validate
-from .services import auto_replies_resend_by_hand
-from .tasks import send_auto_reply
 
 
 class AutoResponseRuleInline(MailboxScopedMixin, admin.TabularInline):
@@ -136,38 +133,17 @@ class AutoReplyInline(MailboxScopedMixin, admin.TabularInline):
         return False
 
 
-@admin.register(AutoReply)
 class AutoReplyAdmin(MailboxScopedMixin, admin.ModelAdmin):
+    """Registered by mailhub/admin.py, which adds the actions that enqueue work."""
+
     list_display = ("email", "rule_name", "status", "recipient", "short_reason", "sent_at", "created_at")
     list_filter = ("status", ("email__mailbox", MAILBOX_FILTER))
     search_fields = ("recipient", "reason", "message_id", "email__subject")
     list_select_related = ("email",)
     readonly_fields = [field.name for field in AutoReply._meta.concrete_fields]
-    actions = ["resend_by_hand"]
 
     def has_add_permission(self, request) -> bool:
         return False
-
-    @admin.action(
-        description="Resend by hand (unknown outcome or failed: check it did not arrive first)",
-        permissions=["change"],
-    )
-    def resend_by_hand(self, request, queryset) -> None:
-        ids = auto_replies_resend_by_hand(
-            auto_reply_ids=list(queryset.values_list("pk", flat=True)),
-            requested_by=request.user.get_username(),
-        )
-        for auto_reply_id in ids:
-            transaction.on_commit(lambda auto_reply_id=auto_reply_id: send_auto_reply.delay(auto_reply_id))
-        skipped = queryset.count() - len(ids)
-        self.message_user(request, f"{len(ids)} auto-reply(ies) queued to be sent again.", messages.SUCCESS)
-        if skipped:
-            self.message_user(
-                request,
-                f"{skipped} skipped: only unknown-outcome or failed auto-replies with a message "
-                "can be resent.",
-                messages.WARNING,
-            )
 
     @admin.display(description="reason")
     def short_reason(self, reply: AutoReply) -> str:

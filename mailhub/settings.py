@@ -50,9 +50,12 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
+    # Bottom to top: each app imports only the ones above it in this list (an import-linter
+    # contract in pyproject.toml checks it).
     "mailboxes",
-    "processing",
     "autoresponse",
+    "processing",
+    "mailhub",
 ]
 
 MIDDLEWARE = [

@@ -3,7 +3,7 @@ from django.contrib.auth import views as auth_views
 from django.urls import include, path
 from django.views.generic import RedirectView
 
-from processing.urls import case_urlpatterns, lead_urlpatterns
+from mailhub.web.leads_cases.urls import case_urlpatterns, lead_urlpatterns
 
 urlpatterns = [
     path("", RedirectView.as_view(pattern_name="emails:list", permanent=False)),
@@ -13,7 +13,7 @@ urlpatterns = [
         name="login",
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
-    path("emails/", include("mailboxes.urls")),
+    path("emails/", include("mailhub.web.emails.urls")),
     path("leads/", include((lead_urlpatterns, "leads"))),
     path("cases/", include((case_urlpatterns, "cases"))),
     path("admin/", admin.site.urls),

@@ -20,8 +20,8 @@ from hypothesis import strategies as st
 
 from mailboxes import limits
 from mailboxes.models import Email, ProcessingStatus
-from mailboxes.pipeline import mailbox_poll_and_process
 from mailboxes.services.storing import email_store_fetched
+from mailhub.pipeline import mailbox_poll_inline
 from tests.factories import MailboxFactory, UserFactory
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
@@ -105,7 +105,7 @@ def case_mailbox(imap_account):
 
 
 def test_hostile_mail_never_stops_the_mailbox_and_every_page_answers(case_mailbox, imap_account, client):
-    assert mailbox_poll_and_process(mailbox_id=case_mailbox.pk, run_inline=True).error == ""
+    assert mailbox_poll_inline(mailbox_id=case_mailbox.pk).error == ""
     hostile = hostile_messages()
     good_uids, hostile_uids = [], {}
     for n, (name, (raw, _problem)) in enumerate(hostile.items()):
@@ -113,7 +113,7 @@ def test_hostile_mail_never_stops_the_mailbox_and_every_page_answers(case_mailbo
         hostile_uids[name] = imap_account.append(raw)
     good_uids.append(imap_account.append(build(99)))
 
-    result = mailbox_poll_and_process(mailbox_id=case_mailbox.pk, run_inline=True)
+    result = mailbox_poll_inline(mailbox_id=case_mailbox.pk)
 
     assert result.error == ""
     case_mailbox.refresh_from_db()

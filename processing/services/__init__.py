@@ -3,6 +3,7 @@
 from .actions import (
     ConversionRefused,
     ProcessingOutcome,
+    ProcessingResult,
     email_convert_to_case,
     email_convert_to_lead,
     email_process,
@@ -12,6 +13,7 @@ from .actions import (
 __all__ = [
     "ConversionRefused",
     "ProcessingOutcome",
+    "ProcessingResult",
     "email_convert_to_case",
     "email_convert_to_lead",
     "email_process",

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.db import transaction
 from django.db.models import F, Q
@@ -22,7 +23,7 @@ from processing.models import Case, CaseStatus, Lead
 
 from .cases import case_add_reply, case_create_from_email
 from .leads import lead_create_or_join_from_email
-from .threading import case_find_for_reply, referenced_message_ids
+from .threads import case_find_for_reply, referenced_message_ids
 
 logger = logging.getLogger("mailhub.processing")
 
@@ -37,19 +38,27 @@ def processing_retry_delay(attempts: int) -> timedelta:
     return RETRY_BASE * 4 ** max(attempts - 1, 0)
 
 
+class ProcessingResult(StrEnum):
+    """What processing did with one email."""
+
+    NOTHING = "nothing"
+    LEAD_CREATED = "lead_created"
+    LEAD_JOINED = "lead_joined"
+    CASE_CREATED = "case_created"
+    CASE_JOINED = "case_joined"
+    CASE_FOLLOW_UP = "case_follow_up"
+    ALREADY_DONE = "already_done"
+    FAILED = "failed"
+
+
 @dataclass(frozen=True)
 class ProcessingOutcome:
     email_id: int
-    result: str  # nothing | lead_created | lead_joined | case_created | case_joined | case_follow_up
-    #              | already_done | failed
+    result: ProcessingResult
     lead_id: int | None = None
     case_id: int | None = None
     error: str = ""
     auto_reply_ids: tuple[int, ...] = ()
-
-    @property
-    def created(self) -> bool:
-        return self.result in ("lead_created", "case_created", "case_follow_up")
 
 
 class ConversionRefused(Exception):
@@ -78,7 +87,9 @@ def email_process(*, email_id: int) -> ProcessingOutcome:
         with transaction.atomic():
             email, mailbox = _lock(email_id)
             if email.processing_status not in (ProcessingStatus.PENDING, ProcessingStatus.FAILED):
-                return ProcessingOutcome(email_id, "already_done", email.lead_id, email.case_id)
+                return ProcessingOutcome(
+                    email_id, ProcessingResult.ALREADY_DONE, email.lead_id, email.case_id
+                )
             # Workers may take a reply before the email it answers: process that one first (the
             # mailbox lock is held), so the reply finds its case.
             earlier_ids: list[int] = []
@@ -115,7 +126,7 @@ def _record_failure(email_id: int, exc: Exception) -> ProcessingOutcome:
         processing_attempts=attempts,
         processing_next_attempt_at=timezone.now() + processing_retry_delay(attempts),
     )
-    return ProcessingOutcome(email_id, "failed", error=message)
+    return ProcessingOutcome(email_id, ProcessingResult.FAILED, error=message)
 
 
 def _retry_due() -> Q:
@@ -151,7 +162,7 @@ def _process_locked(email: Email, mailbox: Mailbox) -> ProcessingOutcome:
     email.processing_error = ""
     email.processing_attempts = F("processing_attempts") + 1
     email.save(update_fields=["lead", "case", "processing_status", "processing_error", "processing_attempts"])
-    joined = outcome.result in ("case_joined", "lead_joined")
+    joined = outcome.result in (ProcessingResult.CASE_JOINED, ProcessingResult.LEAD_JOINED)
     auto_reply_ids = auto_replies_plan_for_email(email=email, joined_existing=joined)
     return replace(outcome, auto_reply_ids=tuple(auto_reply_ids))
 
@@ -163,17 +174,23 @@ def _apply_action(email: Email, mailbox: Mailbox) -> ProcessingOutcome:
     ):
         case = case_add_reply(case=replied_case, email=email)
         email.case = case
-        result = "case_joined" if case.pk == replied_case.pk else "case_follow_up"
+        result = (
+            ProcessingResult.CASE_JOINED if case.pk == replied_case.pk else ProcessingResult.CASE_FOLLOW_UP
+        )
         return ProcessingOutcome(email.pk, result, case_id=case.pk)
     if mailbox.processing_action == ProcessingAction.CASE:
         email.case = case_create_from_email(email=email)
-        return ProcessingOutcome(email.pk, "case_created", case_id=email.case.pk)
+        return ProcessingOutcome(email.pk, ProcessingResult.CASE_CREATED, case_id=email.case.pk)
     if mailbox.processing_action == ProcessingAction.LEAD:
         lead = lead_create_or_join_from_email(email=email, allow_join=mailbox.lead_join_open_lead)
         email.lead = lead
-        result = "lead_created" if lead.source_email_id == email.pk else "lead_joined"
+        result = (
+            ProcessingResult.LEAD_CREATED
+            if lead.source_email_id == email.pk
+            else ProcessingResult.LEAD_JOINED
+        )
         return ProcessingOutcome(email.pk, result, lead_id=lead.pk)
-    return ProcessingOutcome(email.pk, "nothing")
+    return ProcessingOutcome(email.pk, ProcessingResult.NOTHING)
 
 
 def email_convert_to_case(*, email_id: int) -> Case:

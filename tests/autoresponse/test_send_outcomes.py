@@ -14,8 +14,8 @@ from django.utils import timezone
 
 from autoresponse.models import AutoReply, AutoReplyStatus
 from autoresponse.services import auto_replies_due, auto_reply_send
-from autoresponse.tasks import send_auto_reply
 from mailboxes.encryption import CIPHERTEXT_PREFIX
+from mailhub.tasks import send_auto_reply
 from tests.factories import AutoReplyFactory, EmailFactory, MailboxFactory, UserFactory
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]

@@ -238,7 +238,7 @@ def _mailbox_with_secrets() -> Mailbox:
 
 @pytest.mark.parametrize(("secret", "field", "value"), SERVER_CHANGES)
 def test_changing_the_server_with_a_blank_password_is_refused(superuser_client, secret, field, value):
-    from mailboxes.admin import SERVER_CHANGED
+    from mailhub.admin import SERVER_CHANGED
 
     mailbox = _mailbox_with_secrets()
     url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])

@@ -260,7 +260,7 @@ def test_admin_error_report_of_a_mailbox_post_shows_no_password(client, monkeypa
 
     client.force_login(UserFactory(is_superuser=True, is_staff=True))
     mailbox = MailboxFactory(imap_password="old-secret")
-    monkeypatch.setattr("mailboxes.admin.SERVER_FIELDS", _Exploding())
+    monkeypatch.setattr("mailhub.admin.SERVER_FIELDS", _Exploding())
     reports = []
 
     def render(sender, request, **kwargs):

@@ -10,11 +10,10 @@ import time
 import pytest
 from django.db import connections
 
-import autoresponse.tasks
-import processing.tasks
-from mailboxes import pipeline
+import mailhub.tasks
 from mailboxes.models import Email
 from mailboxes.services import polling
+from mailhub import pipeline
 from processing.services import actions
 from tests.factories import EmailFactory, MailboxFactory
 
@@ -85,8 +84,8 @@ def test_emails_stored_before_a_lost_lease_are_still_handed_to_processing(
     for n in range(3):
         imap_account.append(message(n))
     enqueued: list[int] = []
-    monkeypatch.setattr(processing.tasks.process_email, "delay", enqueued.append)
-    monkeypatch.setattr(autoresponse.tasks.send_auto_reply, "delay", lambda pk: None)
+    monkeypatch.setattr(mailhub.tasks.process_email, "delay", enqueued.append)
+    monkeypatch.setattr(mailhub.tasks.send_auto_reply, "delay", lambda pk: None)
     real_store = polling.email_store_fetched
 
     def slow_first_batch(**kwargs):
@@ -97,8 +96,16 @@ def test_emails_stored_before_a_lost_lease_are_still_handed_to_processing(
 
     monkeypatch.setattr(polling, "email_store_fetched", slow_first_batch)
     run_in_threads(
-        ("A", 0, lambda: pipeline.mailbox_poll_and_process(mailbox_id=box.pk, run_inline=False)),
-        ("B", 1.2, lambda: pipeline.mailbox_poll_and_process(mailbox_id=box.pk, run_inline=False)),
+        (
+            "A",
+            0,
+            lambda: pipeline.mailbox_poll_step(mailbox_id=box.pk, dispatch=mailhub.tasks.QueuedDispatch()),
+        ),
+        (
+            "B",
+            1.2,
+            lambda: pipeline.mailbox_poll_step(mailbox_id=box.pk, dispatch=mailhub.tasks.QueuedDispatch()),
+        ),
     )
     assert Email.objects.count() == 3
     assert sorted(enqueued) == sorted(Email.objects.values_list("pk", flat=True))

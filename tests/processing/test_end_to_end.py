@@ -5,7 +5,7 @@ from django.core.management import call_command
 
 from autoresponse.models import AutoReply, AutoReplyStatus
 from mailboxes.models import Email, ProcessingStatus
-from mailboxes.tasks import poll_mailbox
+from mailhub.tasks import poll_mailbox
 from processing.models import Case, Lead
 from tests.factories import AutoResponseRuleFactory, EmailTemplateFactory, MailboxFactory
 
@@ -88,7 +88,7 @@ def test_crash_between_store_and_process_is_recovered_by_the_next_poll(
     def killed(**kwargs):
         raise SystemExit("worker killed after storing")
 
-    monkeypatch.setattr("mailboxes.pipeline.email_process", killed)
+    monkeypatch.setattr("mailhub.pipeline.email_process", killed)
     with pytest.raises(SystemExit):
         call_command("poll_mailboxes", "--mailbox", str(case_mailbox.pk))
     assert Email.objects.count() == 3

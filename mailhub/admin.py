@@ -1,0 +1,326 @@
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+from django.db.models import QuerySet
+from django.http import HttpRequest
+from django.utils.decorators import method_decorator
+from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
+
+from autoresponse.admin import AutoReplyAdmin, AutoReplyInline, AutoResponseRuleInline
+from autoresponse.models import AutoReply
+from autoresponse.services import auto_replies_resend_by_hand
+from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
+from mailboxes.encryption import CIPHERTEXT_PREFIX
+from mailboxes.models import Attachment, Email, Mailbox, ProcessingStatus
+from mailboxes.services import mailbox_test_connection
+from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
+
+from .status import mailbox_state, mailboxes_annotate_status
+from .tasks import send_auto_reply
+
+SECRET_FIELDS = ("imap_password", "smtp_password")
+# A stored password is only ever sent to the server it was entered for: changing any of these
+# while leaving the password blank would send it to the new one (an editor could read it by
+# pointing the mailbox at a server of theirs and pressing Test connection).
+SERVER_FIELDS = {
+    "imap_password": ("imap_host", "imap_port", "imap_security", "imap_username"),
+    "smtp_password": ("smtp_host", "smtp_port", "smtp_security", "smtp_username"),
+}
+SERVER_CHANGED = (
+    "Enter the password again: the server changed (host, port, security or username), and the "
+    "stored password is only sent to the server it was entered for."
+)
+
+
+class MailboxAdminForm(forms.ModelForm):
+    """Secrets are write-only: never rendered back; a blank field keeps the stored value."""
+
+    imap_password = forms.CharField(
+        label="IMAP password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current password.",
+    )
+    smtp_password = forms.CharField(
+        label="SMTP password",
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current password.",
+    )
+
+    class Meta:
+        model = Mailbox
+        fields = "__all__"  # noqa: DJ007 - the admin's fieldsets choose what is shown
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in SECRET_FIELDS:
+            self.initial[name] = ""
+
+    def _clean_secret(self, name: str) -> str:
+        value = self.cleaned_data.get(name) or ""
+        if value.startswith(CIPHERTEXT_PREFIX):
+            # It would be read as stored ciphertext (the column's format, see EncryptedTextField).
+            raise forms.ValidationError(f"A password can't start with {CIPHERTEXT_PREFIX!r}.")
+        return value
+
+    def clean_imap_password(self) -> str:
+        return self._clean_secret("imap_password")
+
+    def clean_smtp_password(self) -> str:
+        return self._clean_secret("smtp_password")
+
+    def clean(self):
+        cleaned = super().clean()
+        if cleaned.get("history_import") == "since" and not cleaned.get("history_since"):
+            self.add_error("history_since", "Give the date from which existing messages are imported.")
+        if self.instance.pk:
+            for secret, server_fields in SERVER_FIELDS.items():
+                if cleaned.get(secret) or not getattr(self.instance, secret):
+                    continue  # a new password, or none stored: nothing old can leak
+                # Compared with the instance as loaded (construct_instance runs after clean).
+                if any(
+                    name in cleaned and cleaned[name] != getattr(self.instance, name)
+                    for name in server_fields
+                ):
+                    self.add_error(secret, SERVER_CHANGED)
+        return cleaned
+
+    def _post_clean(self):
+        # A blank secret means "unchanged": keep the stored value (still encrypted: the form never
+        # needs a key, so a mailbox whose key was removed can still be edited and fixed).
+        for name in SECRET_FIELDS:
+            if not self.cleaned_data.get(name) and self.instance.pk:
+                self.cleaned_data[name] = getattr(self.instance, name)
+        super()._post_clean()
+
+
+class AttachmentInline(MailboxScopedMixin, admin.TabularInline):
+    model = Attachment
+    extra = 0
+    can_delete = False
+    fields = ("filename", "content_type", "size", "is_inline", "content_id", "file")
+    readonly_fields = fields
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+
+@admin.register(Mailbox)
+class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
+    form = MailboxAdminForm
+    list_display = (
+        "label",
+        "email",
+        "processing_action",
+        "is_active",
+        "state",
+        "backlog",
+        "last_polled_at",
+        "last_success_at",
+        "consecutive_failures",
+        "short_last_error",
+    )
+    list_filter = ("is_active", "processing_action", "imap_security")
+    search_fields = ("label", "email", "imap_host", "imap_username")
+    filter_horizontal = ("authorized_users", "authorized_groups")
+    inlines = [AutoResponseRuleInline]
+    actions = ["test_connection"]
+    readonly_fields = (
+        "imap_uidvalidity",
+        "imap_last_uid",
+        "last_polled_at",
+        "last_success_at",
+        "consecutive_failures",
+        "next_poll_at",
+        "last_error",
+    )
+    fieldsets = (
+        (None, {"fields": ("label", "email", "is_active")}),
+        (
+            "IMAP (incoming)",
+            {
+                "fields": (
+                    ("imap_host", "imap_port", "imap_security"),
+                    ("imap_username", "imap_password"),
+                    "imap_folder",
+                    "poll_interval",
+                    ("history_import", "history_since"),
+                )
+            },
+        ),
+        (
+            "SMTP (auto-responses)",
+            {
+                "fields": (
+                    ("smtp_host", "smtp_port", "smtp_security"),
+                    ("smtp_username", "smtp_password"),
+                )
+            },
+        ),
+        ("Access", {"fields": ("authorized_users", "authorized_groups")}),
+        (
+            "Processing",
+            {
+                "fields": (
+                    "processing_action",
+                    "default_owner",
+                    ("default_case_assignee", "default_case_status", "default_case_priority"),
+                    "lead_join_open_lead",
+                    "reopen_resolved_cases",
+                )
+            },
+        ),
+        ("Sync state", {"classes": ("collapse",), "fields": readonly_fields}),
+    )
+
+    # The POST carries the passwords and the form's frames hold them: Django's error report
+    # shows neither (every frame below the view is reported without its variables).
+    @method_decorator(sensitive_post_parameters(*SECRET_FIELDS))
+    @method_decorator(sensitive_variables())
+    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+        return super().changeform_view(request, object_id, form_url, extra_context)
+
+    def save_model(self, request, obj, form, change) -> None:
+        # New IMAP settings or password (an admin fixing a failing mailbox): poll at the next
+        # dispatch rather than when the backoff of the old failures ends.
+        if change and any(
+            name in form.changed_data
+            for name in ("imap_password", "imap_folder", *SERVER_FIELDS["imap_password"])
+        ):
+            obj.next_poll_at = None
+        super().save_model(request, obj, form, change)
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
+        # The state and backlog columns come from subqueries of the page's one query, the same
+        # selector `mailhub_status` uses: no query per row.
+        return mailboxes_annotate_status(super().get_queryset(request))
+
+    @admin.display(description="state")
+    def state(self, mailbox: Mailbox) -> str:
+        return mailbox_state(mailbox)
+
+    @admin.display(description="backlog", ordering="status_backlog")
+    def backlog(self, mailbox: Mailbox) -> int:
+        return mailbox.status_backlog
+
+    @admin.display(description="last error")
+    def short_last_error(self, mailbox: Mailbox) -> str:
+        return (mailbox.last_error[:80] + "…") if len(mailbox.last_error) > 80 else mailbox.last_error
+
+    # It sends the stored passwords to the configured servers: for those who may change the
+    # mailbox, not for viewers.
+    @admin.action(description="Test connection (IMAP login + folder, SMTP)", permissions=["change"])
+    def test_connection(self, request: HttpRequest, queryset: QuerySet[Mailbox]) -> None:
+        for mailbox in queryset:
+            for check in mailbox_test_connection(mailbox=mailbox):
+                level = messages.SUCCESS if check.ok else messages.ERROR
+                self.message_user(request, f"{mailbox.label}: {check.message}", level)
+
+
+@admin.register(Email)
+class EmailAdmin(MailboxScopedMixin, admin.ModelAdmin):
+    list_display = (
+        "subject",
+        "from_address",
+        "mailbox",
+        "received_at",
+        "has_attachments",
+        "is_history",
+        "has_parse_problem",
+        "lead",
+        "case",
+    )
+    list_filter = (
+        ("mailbox", MAILBOX_FILTER),
+        "processing_status",
+        "has_attachments",
+        "is_history",
+        "received_at",
+    )
+    search_fields = ("subject", "from_address", "from_name", "message_id")
+    list_select_related = ("mailbox", "lead", "case")
+    date_hierarchy = "received_at"
+    inlines = [AttachmentInline, AutoReplyInline]
+    actions = ["convert_to_case", "convert_to_lead", "retry_processing"]
+    readonly_fields = [
+        field.name
+        for field in Email._meta.get_fields()
+        if field.concrete and field.name not in ("lead", "case")
+    ]
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False  # emails come from IMAP only
+
+    @admin.display(boolean=True, description="parse problem")
+    def has_parse_problem(self, email: Email) -> bool:
+        return bool(email.parse_problem)
+
+    # State-changing actions need the change permission (a viewer must not create cases, nor
+    # reset processing, which runs the auto-replies again).
+    @admin.action(description="Convert to case (no-op for emails already in a case)", permissions=["change"])
+    def convert_to_case(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
+        self._convert(request, queryset, email_convert_to_case, "case")
+
+    @admin.action(description="Convert to lead (no-op for emails already in a lead)", permissions=["change"])
+    def convert_to_lead(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
+        self._convert(request, queryset, email_convert_to_lead, "lead")
+
+    def _convert(self, request, queryset, convert, what: str) -> None:
+        done, refused = 0, []
+        for email_id in queryset.values_list("pk", flat=True):
+            try:
+                convert(email_id=email_id)
+                done += 1
+            except ConversionRefused as exc:
+                refused.append(f"email {email_id}: {exc}")
+        self.message_user(request, f"{done} email(s) are now in a {what}.", messages.SUCCESS)
+        for message in refused:
+            self.message_user(request, message, messages.WARNING)
+
+    @admin.action(description="Retry processing of failed emails", permissions=["change"])
+    def retry_processing(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
+        count = queryset.filter(processing_status=ProcessingStatus.FAILED).update(
+            processing_status=ProcessingStatus.PENDING, processing_attempts=0, processing_next_attempt_at=None
+        )
+        self.message_user(request, f"{count} failed email(s) will be processed at the next poll.")
+
+
+@admin.register(Attachment)
+class AttachmentAdmin(MailboxScopedMixin, admin.ModelAdmin):
+    list_display = ("filename", "content_type", "size", "is_inline", "email")
+    list_filter = ("is_inline", "content_type")
+    search_fields = ("filename", "email__subject")
+    list_select_related = ("email",)
+    readonly_fields = ("email", "filename", "content_type", "size", "file", "content_id", "is_inline")
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+
+@admin.register(AutoReply)
+class AutoReplyAdminWithActions(AutoReplyAdmin):
+    actions = ["resend_by_hand"]
+
+    @admin.action(
+        description="Resend by hand (unknown outcome or failed: check it did not arrive first)",
+        permissions=["change"],
+    )
+    def resend_by_hand(self, request, queryset) -> None:
+        ids = auto_replies_resend_by_hand(
+            auto_reply_ids=list(queryset.values_list("pk", flat=True)),
+            requested_by=request.user.get_username(),
+        )
+        for auto_reply_id in ids:
+            transaction.on_commit(lambda auto_reply_id=auto_reply_id: send_auto_reply.delay(auto_reply_id))
+        skipped = queryset.count() - len(ids)
+        self.message_user(request, f"{len(ids)} auto-reply(ies) queued to be sent again.", messages.SUCCESS)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} skipped: only unknown-outcome or failed auto-replies with a message "
+                "can be resent.",
+                messages.WARNING,
+            )

@@ -1,0 +1,95 @@
+"""The pipeline: poll -> process each new email -> send each auto-reply it decided.
+
+One description of the steps, run two ways. `InlineDispatch` (the `poll_mailboxes` command, no
+broker) runs every step in this process; `QueuedDispatch` (mailhub/tasks.py, the worker) enqueues
+each step as its Celery task, whose body is the same step function. Either way the same
+services run, and the database states (email processing status, auto-reply status) make every
+step idempotent, so the next poll also finishes what a crash or a lost task interrupted.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Protocol
+
+from autoresponse.models import AutoReplyStatus
+from autoresponse.services import auto_replies_due, auto_reply_send
+from mailboxes.services import PollResult, mailbox_poll
+from processing.services import ProcessingResult, email_process, emails_needing_processing
+
+
+class Dispatch(Protocol):
+    """How the steps after the poll run: here and now, or as queued tasks."""
+
+    def process(self, email_id: int) -> None: ...
+
+    def send(self, auto_reply_id: int) -> None: ...
+
+    def stale_before(self) -> datetime | None:
+        """Work older than this lost its task and is dispatched again (None: all of it)."""
+        ...
+
+
+def mailbox_poll_step(*, mailbox_id: int, dispatch: Dispatch) -> PollResult:
+    """Poll one mailbox, then hand its new emails (and any work a crash left) to the next step."""
+    result = mailbox_poll(mailbox_id=mailbox_id)
+    if result.skipped_reason and not result.new_email_ids:
+        return result  # another worker holds this mailbox and does the rest
+    # Also after losing the lease mid-poll: the batches committed before that are ours to hand
+    # on, the poller that took over sees them as already stored.
+    stale_before = dispatch.stale_before()
+    email_ids = set(result.new_email_ids)
+    email_ids.update(emails_needing_processing(mailbox_id=mailbox_id, stored_before=stale_before))
+    for email_id in sorted(email_ids):
+        dispatch.process(email_id)
+    for auto_reply_id in auto_replies_due(mailbox_id=mailbox_id, created_before=stale_before):
+        dispatch.send(auto_reply_id)
+    return result
+
+
+def email_process_step(*, email_id: int, dispatch: Dispatch) -> ProcessingResult:
+    """Process one email; the auto-replies it decided go on to sending."""
+    outcome = email_process(email_id=email_id)
+    for auto_reply_id in outcome.auto_reply_ids:
+        dispatch.send(auto_reply_id)
+    return outcome.result
+
+
+def auto_reply_send_step(*, auto_reply_id: int) -> AutoReplyStatus:
+    return AutoReplyStatus(auto_reply_send(auto_reply_id=auto_reply_id).status)
+
+
+class InlineDispatch:
+    """Every step in this process, counted into the poll's result (the `poll_mailboxes` line)."""
+
+    def __init__(self, result_counts: InlineCounts) -> None:
+        self.counts = result_counts
+
+    def process(self, email_id: int) -> None:
+        result = email_process_step(email_id=email_id, dispatch=self)
+        self.counts.processed += 1
+        self.counts.failed += result == ProcessingResult.FAILED
+
+    def send(self, auto_reply_id: int) -> None:
+        if auto_reply_send_step(auto_reply_id=auto_reply_id) == AutoReplyStatus.SENT:
+            self.counts.auto_replies_sent += 1
+
+    def stale_before(self) -> datetime | None:
+        return None  # nothing is queued: everything unfinished is ours now
+
+
+class InlineCounts:
+    def __init__(self) -> None:
+        self.processed = 0
+        self.failed = 0
+        self.auto_replies_sent = 0
+
+
+def mailbox_poll_inline(*, mailbox_id: int) -> PollResult:
+    """Poll one mailbox and run every following step here (the `poll_mailboxes` command)."""
+    counts = InlineCounts()
+    result = mailbox_poll_step(mailbox_id=mailbox_id, dispatch=InlineDispatch(counts))
+    result.processed_count += counts.processed
+    result.processing_failures += counts.failed
+    result.auto_replies_sent += counts.auto_replies_sent
+    return result

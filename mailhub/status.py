@@ -1,0 +1,152 @@
+"""Operational status of the mailboxes: read-only selectors for `mailhub_status` and the admin list.
+
+Everything is computed from one query: the per-mailbox counts are correlated subqueries
+(`mailboxes_annotate_status`), so the cost does not grow with the number of mailboxes, and the
+state is derived from the annotated row in Python (`mailbox_state`), so the command, the JSON
+output and the admin column cannot disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
+from django.utils import timezone
+
+from autoresponse.models import AutoReply, AutoReplyStatus
+from mailboxes.models import Email, Mailbox, ProcessingStatus
+
+STATE_OK = "ok"
+STATE_FAILING = "failing"
+STATE_STALE = "stale"
+STATE_INACTIVE = "inactive"
+# States that need a person: `mailhub_status` exits 1 when any mailbox is in one of them.
+ALERT_STATES = frozenset({STATE_FAILING, STATE_STALE})
+
+# A mailbox is stale when it has not been polled successfully for this many poll intervals, and
+# never sooner than STALE_MIN_AGE: the beat dispatcher runs every MAILHUB_DISPATCH_EVERY seconds
+# and a poll of a large folder takes a while, so a 10 s interval must not alert after 30 s.
+STALE_INTERVALS = 3
+STALE_MIN_AGE = timedelta(minutes=10)
+
+BACKLOG_STATUSES = (ProcessingStatus.PENDING, ProcessingStatus.FAILED)
+# 'sending' is in flight (or interrupted, which auto_replies_due turns into 'uncertain' later).
+AUTO_REPLY_PENDING_STATUSES = (AutoReplyStatus.PENDING, AutoReplyStatus.SENDING)
+# Both need a person: 'uncertain' ones are never retried automatically.
+AUTO_REPLY_FAILED_STATUSES = (AutoReplyStatus.FAILED, AutoReplyStatus.UNCERTAIN)
+
+
+@dataclass(frozen=True)
+class MailboxStatus:
+    id: int
+    label: str
+    is_active: bool
+    poll_interval: int
+    last_polled_at: datetime | None
+    last_success_at: datetime | None
+    lag: float | None  # seconds since the last successful poll; None if there never was one
+    backlog: int  # new emails whose processing is pending or failed
+    consecutive_failures: int
+    last_error: str
+    next_poll_at: datetime | None
+    auto_replies_pending: int
+    auto_replies_failed: int
+    state: str
+
+    @property
+    def needs_attention(self) -> bool:
+        return self.state in ALERT_STATES
+
+    def as_json(self) -> dict[str, Any]:
+        """JSON-ready: datetimes as ISO 8601 strings (UTC)."""
+        data = asdict(self)
+        for key, value in data.items():
+            if isinstance(value, datetime):
+                data[key] = value.astimezone(UTC).isoformat()
+        return data
+
+
+def _count(queryset: QuerySet, outer_field: str) -> Coalesce:
+    """A correlated COUNT(*) subquery per mailbox, 0 when there are no rows."""
+    counted = (
+        queryset.filter(**{outer_field: OuterRef("pk")})
+        .order_by()
+        .values(outer_field)
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
+    return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
+
+
+def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> QuerySet[Mailbox]:
+    """Mailboxes with `status_backlog`, `status_auto_replies_pending`, `status_auto_replies_failed`.
+
+    Subqueries rather than Count() over joins: two reverse joins (emails, their auto-replies) in
+    one GROUP BY would multiply each other's rows, and the subqueries keep the queryset usable by
+    the admin (ordering, filters, actions) without a GROUP BY.
+    """
+    queryset = Mailbox.objects.all() if queryset is None else queryset
+    return queryset.annotate(
+        status_backlog=_count(Email.objects.filter(processing_status__in=BACKLOG_STATUSES), "mailbox"),
+        status_auto_replies_pending=_count(
+            AutoReply.objects.filter(status__in=AUTO_REPLY_PENDING_STATUSES), "email__mailbox"
+        ),
+        status_auto_replies_failed=_count(
+            AutoReply.objects.filter(status__in=AUTO_REPLY_FAILED_STATUSES), "email__mailbox"
+        ),
+    )
+
+
+def stale_after(poll_interval: int) -> timedelta:
+    return max(timedelta(seconds=STALE_INTERVALS * poll_interval), STALE_MIN_AGE)
+
+
+def mailbox_state(mailbox: Mailbox, *, now: datetime | None = None) -> str:
+    """ok / failing / stale / inactive of one mailbox (its fields only, no query).
+
+    Inactive wins: nobody polls a disabled mailbox, so its last error or age is not an alarm.
+    A mailbox that never succeeded is measured from its creation, so a mailbox added a minute ago
+    is not stale before its first poll had a chance to run.
+    """
+    if not mailbox.is_active:
+        return STATE_INACTIVE
+    if mailbox.consecutive_failures > 0 or mailbox.last_error:
+        return STATE_FAILING
+    since = mailbox.last_success_at or mailbox.created_at
+    if since is not None and (now or timezone.now()) - since > stale_after(mailbox.poll_interval):
+        return STATE_STALE
+    return STATE_OK
+
+
+def _status_of(mailbox: Mailbox, now: datetime) -> MailboxStatus:
+    lag = (now - mailbox.last_success_at).total_seconds() if mailbox.last_success_at else None
+    return MailboxStatus(
+        id=mailbox.pk,
+        label=mailbox.label,
+        is_active=mailbox.is_active,
+        poll_interval=mailbox.poll_interval,
+        last_polled_at=mailbox.last_polled_at,
+        last_success_at=mailbox.last_success_at,
+        lag=lag,
+        backlog=mailbox.status_backlog,
+        consecutive_failures=mailbox.consecutive_failures,
+        last_error=mailbox.last_error,
+        next_poll_at=mailbox.next_poll_at,
+        auto_replies_pending=mailbox.status_auto_replies_pending,
+        auto_replies_failed=mailbox.status_auto_replies_failed,
+        state=mailbox_state(mailbox, now=now),
+    )
+
+
+def mailbox_status(mailbox: Mailbox, *, now: datetime | None = None) -> MailboxStatus:
+    """The status of a mailbox loaded through `mailboxes_annotate_status` (no further query)."""
+    return _status_of(mailbox, now or timezone.now())
+
+
+def mailbox_statuses(*, now: datetime | None = None) -> list[MailboxStatus]:
+    """The status of every mailbox, ordered by label, in one query."""
+    now = now or timezone.now()
+    return [_status_of(mailbox, now) for mailbox in mailboxes_annotate_status().order_by("label", "pk")]

@@ -1,0 +1,508 @@
+"""Read-only queries of the staff pages: mailboxes, emails and attachments a user may see.
+
+Every function starts from `Mailbox.objects.accessible_to(user)`, the one rule of access; a view
+never builds its own queryset of emails. "Not visible" and "does not exist" look the same (None),
+so a page cannot reveal that something exists in a mailbox the reader has no access to.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+
+from django.contrib.auth import get_user_model
+from django.db import connections
+from django.db.models import (
+    F,
+    IntegerField,
+    OuterRef,
+    Q,
+    QuerySet,
+    Subquery,
+    Value,
+)
+from django.db.models.expressions import RawSQL
+from django.db.models.functions import Coalesce, Length, Substr
+from django.utils import timezone
+
+from autoresponse.models import AutoReply
+from mailboxes.models import Attachment, Email, Mailbox, MailboxViewPreference, MailboxVisit, SubjectSortKey
+from processing.services.threads import referenced_message_ids
+
+# -- access ---------------------------------------------------------------------------------------
+
+
+# Loading a mailbox decrypts its IMAP and SMTP passwords (EncryptedTextField): the pages never
+# need them, so no mailbox they load carries them.
+MAILBOX_SECRETS = ("imap_password", "smtp_password")
+
+
+def without_mailbox_secrets(relation: str = "") -> list[str]:
+    """Fields to defer: the secrets of a mailbox, or of the mailbox behind `relation`."""
+    return [f"{relation}__{name}" if relation else name for name in MAILBOX_SECRETS]
+
+
+def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
+    return Mailbox.objects.accessible_to(user).defer(*without_mailbox_secrets())
+
+
+def mailbox_get_for_user(*, user, pk: int) -> Mailbox | None:
+    return mailboxes_visible_to(user).filter(pk=pk).first()
+
+
+def emails_visible_to(user) -> QuerySet[Email]:
+    return Email.objects.filter(mailbox__in=Mailbox.objects.accessible_to(user))
+
+
+def email_get_for_user(*, user, pk: int, defer: tuple[str, ...] = ()) -> Email | None:
+    """`defer`: fields the caller does not need loaded (the page reads only the start of the
+    text body, see `email_text_body`)."""
+    return (
+        emails_visible_to(user)
+        .select_related("mailbox", "lead", "case")
+        .defer(*without_mailbox_secrets("mailbox"), *defer)
+        .filter(pk=pk)
+        .first()
+    )
+
+
+def attachment_get_for_user(*, user, email_pk: int, attachment_pk: int) -> Attachment | None:
+    return (
+        Attachment.objects.filter(email__in=emails_visible_to(user))
+        .filter(pk=attachment_pk, email_id=email_pk)
+        .first()
+    )
+
+
+def users_with_access_to(*, mailbox: Mailbox) -> QuerySet:
+    """Active users who may see `mailbox`: the rule of `accessible_to`, read the other way round
+    (for choosing an assignee). tests/web/test_cases_and_leads.py checks that both agree."""
+    user_model = get_user_model()
+    granted = Q(is_superuser=True) | Q(authorized_mailboxes=mailbox) | Q(groups__authorized_mailboxes=mailbox)
+    return (
+        user_model.objects.filter(is_active=True)
+        .filter(pk__in=user_model.objects.filter(granted).values("pk"))
+        .order_by("username")
+    )
+
+
+# -- the view selector (All my mailboxes / one mailbox) --------------------------------------------
+
+# "New" counts stop here: counting 100,000 unseen emails on every page would cost more than
+# showing "999+".
+NEW_COUNT_CAP = 999
+
+
+class _CappedCount(Subquery):
+    """COUNT(*) of a subquery that is itself LIMITed: cost bounded by the cap, not the table."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS capped_count)"
+    output_field = IntegerField()
+
+
+@dataclass(frozen=True)
+class EmailView:
+    """What My Emails shows: `mailbox` None means "All my mailboxes"."""
+
+    mailboxes: list[Mailbox]  # each annotated with `new_count` and `seen_up_to`
+    mailbox: Mailbox | None
+
+    @property
+    def mailbox_ids(self) -> list[int]:
+        return [self.mailbox.pk] if self.mailbox else [box.pk for box in self.mailboxes]
+
+    @property
+    def total_new(self) -> int:
+        return sum(box.new_count for box in self.mailboxes)
+
+
+def email_view_for_user(*, user) -> EmailView:
+    """The user's mailboxes with their count of new emails, and the view they chose last.
+
+    Two queries whatever the number of mailboxes. A saved mailbox the user can no longer access
+    is ignored: the view falls back to all their mailboxes.
+    """
+    seen_up_to = Coalesce(
+        Subquery(
+            MailboxVisit.objects.filter(user=user, mailbox=OuterRef("pk")).values("seen_up_to_email_id")[:1]
+        ),
+        Value(0),
+    )
+    unseen = Email.objects.filter(mailbox=OuterRef("pk"), pk__gt=OuterRef("seen_up_to")).order_by()
+    mailboxes = list(
+        mailboxes_visible_to(user)
+        .annotate(seen_up_to=seen_up_to)
+        .annotate(new_count=_CappedCount(unseen.values("pk")[: NEW_COUNT_CAP + 1]))
+        .order_by("label")
+    )
+    preference = MailboxViewPreference.objects.filter(user=user).values_list("mailbox_id", flat=True).first()
+    chosen = next((box for box in mailboxes if box.pk == preference), None)
+    return EmailView(mailboxes=mailboxes, mailbox=chosen)
+
+
+def latest_email_ids(*, mailbox_ids: list[int]) -> dict[int, int]:
+    """Per mailbox, the highest email id stored so far (the watermark of "seen"): one query.
+
+    Per mailbox, not one global maximum: on PostgreSQL ids are taken at insert, not at commit,
+    so a long batch of one mailbox can commit after another mailbox stored a higher id. Within a
+    mailbox, polls run one at a time (the lease), so its ids do commit in order.
+    """
+    # A correlated "newest id of this mailbox" per mailbox: one seek each in the (mailbox, id)
+    # index, where GROUP BY + MAX would walk every email of a 100,000-email mailbox.
+    newest = Email.objects.filter(mailbox=OuterRef("pk")).order_by("-pk").values("pk")[:1]
+    rows = (
+        Mailbox.objects.filter(pk__in=mailbox_ids)
+        .annotate(highest=Coalesce(Subquery(newest), Value(0)))
+        .values_list("pk", "highest")
+    )
+    return dict(rows)
+
+
+# -- the grid -------------------------------------------------------------------------------------
+
+
+class Relation:
+    LEAD = "lead"
+    CASE = "case"
+    NEITHER = "none"
+
+
+SORT_KEYS = {
+    "received": F("received_at"),
+    "sender": F("from_address"),
+    "subject": SubjectSortKey("subject"),
+}
+SNIPPET_LENGTH = 160
+MAX_SEARCH_TERMS = 8
+_SEARCH_TERM = re.compile(r"[^\W_]+")
+
+
+@dataclass(frozen=True)
+class EmailGridQuery:
+    search: str = ""
+    relation: str = ""  # "" (any), Relation.LEAD, Relation.CASE, Relation.NEITHER
+    with_attachments: bool = False
+    received_from: date | None = None  # inclusive, in the display time zone
+    received_until: date | None = None  # inclusive
+    sort: str = "received"  # a key of SORT_KEYS
+    descending: bool = True
+
+
+@dataclass(frozen=True)
+class EmailGridPage:
+    emails: list[Email]
+    next_cursor: str | None  # opaque; pass as `after` for the next page
+    previous_cursor: str | None  # pass as `before` for the previous page
+
+
+def search_terms(text: str) -> list[str]:
+    """Words of a search box, lowercased. Letters and digits only: no quote or operator of either
+    full-text syntax can come through, and both index the same units."""
+    return [term.lower()[:64] for term in _SEARCH_TERM.findall(text)][:MAX_SEARCH_TERMS]
+
+
+# The PostgreSQL expression must stay identical to the index of mailboxes/migrations/0003.
+_POSTGRES_SEARCH_VECTOR = (
+    "to_tsvector('simple'::regconfig, "
+    "coalesce(subject, '') || ' ' || coalesce(from_name, '') || ' ' "
+    "|| translate(coalesce(from_address, ''), '@.+-_', '     ') || ' ' "
+    "|| left(coalesce(text_body, ''), 100000))"
+)
+# Constant SQL: the user's words only travel as the parameter (a tsquery of letters and digits).
+_POSTGRES_MATCHING_IDS = (
+    "SELECT id FROM (SELECT id FROM mailboxes_email WHERE "  # noqa: S608 - constants only
+    + _POSTGRES_SEARCH_VECTOR
+    + " @@ to_tsquery('simple'::regconfig, %s) OFFSET 0) AS matches"
+)
+
+
+def email_search_condition(terms: list[str], *, vendor: str) -> Q:
+    """All terms, each as a word prefix, in the subject, sender or text body.
+
+    SQLite: the FTS5 table of migration 0003; PostgreSQL: its GIN tsvector index. A term is a
+    prefix ("inv" finds "invoice"). Other databases fall back to a (slow) substring scan.
+
+    Written as "id IN (the matching ids)" on both: the index answers the subquery once, and the
+    grid keeps the ids found while it walks its usual (mailbox, date) index. PostgreSQL cannot
+    estimate a prefix match and would otherwise walk the dates computing the tsvector of every
+    email until a page is full (4 s at 100,000 emails for a word that is nowhere): `OFFSET 0`
+    keeps it from merging the subquery into that walk, so the matches come from the GIN index.
+    """
+    if vendor == "sqlite":
+        match = " ".join(f'"{term}"*' for term in terms)
+        return Q(
+            pk__in=RawSQL("SELECT rowid FROM mailboxes_email_fts WHERE mailboxes_email_fts MATCH %s", [match])
+        )
+    if vendor == "postgresql":
+        tsquery = " & ".join(f"{term}:*" for term in terms)
+        return Q(pk__in=RawSQL(_POSTGRES_MATCHING_IDS, [tsquery]))  # noqa: S611 - constant SQL
+    condition = Q()
+    for term in terms:
+        condition &= (
+            Q(subject__icontains=term)
+            | Q(from_name__icontains=term)
+            | Q(from_address__icontains=term)
+            | Q(text_body__icontains=term)
+        )
+    return condition
+
+
+def _start_of_day(day: date) -> datetime:
+    return timezone.make_aware(datetime.combine(day, time.min))
+
+
+def emails_filtered(emails: QuerySet[Email], query: EmailGridQuery) -> QuerySet[Email]:
+    """The grid's filters and search applied to emails already narrowed to what the user sees."""
+    if query.relation == Relation.LEAD:
+        emails = emails.filter(lead__isnull=False)
+    elif query.relation == Relation.CASE:
+        emails = emails.filter(case__isnull=False)
+    elif query.relation == Relation.NEITHER:
+        emails = emails.filter(lead__isnull=True, case__isnull=True)
+    if query.with_attachments:
+        emails = emails.filter(has_attachments=True)
+    if query.received_from:
+        emails = emails.filter(received_at__gte=_start_of_day(query.received_from))
+    if query.received_until and query.received_until < date.max:  # "until 9999-12-31": no limit
+        emails = emails.filter(received_at__lt=_start_of_day(query.received_until + timedelta(days=1)))
+    terms = search_terms(query.search)
+    if terms:
+        emails = emails.filter(email_search_condition(terms, vendor=connections[emails.db].vendor))
+    return emails
+
+
+@dataclass(frozen=True)
+class _Cursor:
+    key: str | datetime
+    pk: int
+
+
+def _encode_cursor(sort: str, pk: int, key) -> str:
+    payload = [key.isoformat() if sort == "received" else key, pk]
+    return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
+
+
+def _decode_cursor(sort: str, token: str | None) -> _Cursor | None:
+    """A cursor from the URL, or None if it is not one of ours (then the first page is shown).
+
+    Not signed on purpose: a forged cursor can only move where a page starts among the emails
+    the user may see anyway.
+    """
+    if not token:
+        return None
+    try:
+        if len(token) > 4096:
+            return None
+        key, pk = json.loads(base64.urlsafe_b64decode(token + "=" * (-len(token) % 4)))
+        if not isinstance(key, str) or not isinstance(pk, int) or "\x00" in key:
+            return None
+        if sort == "received":
+            moment = datetime.fromisoformat(key)
+            moment = moment if timezone.is_aware(moment) else timezone.make_aware(moment)
+            # Normalised here so that an out-of-range instant fails now, not in the database.
+            return _Cursor(moment.astimezone(UTC), pk)
+        return _Cursor(key, pk)
+    # A tampered cursor (nesting deep enough for RecursionError, a year-1 or year-9999 instant
+    # that overflows in another zone) just means "first page".
+    except (ValueError, TypeError, OverflowError, RecursionError, binascii.Error, UnicodeDecodeError):
+        return None
+
+
+def _after(cursor: _Cursor, *, descending: bool) -> Q:
+    """Rows strictly after the cursor in (sort key, id) order. Written as `key <= k AND (key < k
+    OR id < i)` rather than a plain OR, so both SQLite and PostgreSQL seek the index to `k`."""
+    if descending:
+        return Q(grid_sort_key__lte=cursor.key) & (Q(grid_sort_key__lt=cursor.key) | Q(pk__lt=cursor.pk))
+    return Q(grid_sort_key__gte=cursor.key) & (Q(grid_sort_key__gt=cursor.key) | Q(pk__gt=cursor.pk))
+
+
+def email_grid_page(
+    *,
+    user,
+    mailbox_ids: list[int] | None,
+    query: EmailGridQuery,
+    after: str | None = None,
+    before: str | None = None,
+    page_size: int = 50,
+) -> EmailGridPage:
+    """One page of the grid, by seek (keyset) pagination: two queries, whatever the page's depth.
+
+    An OFFSET makes the database walk every row before the page (page 4,000 reads 100,000 index
+    entries); a seek starts at the last row of the previous page through the (mailbox, sort key,
+    id) index. The price: no jump to an arbitrary page number and no total count (which would
+    also read every row), only next/previous.
+
+    `mailbox_ids` narrows the visible emails further (None: all the user may see). The rows carry
+    only what the grid shows: a `snippet` (the start of the text body, cut in the database), the
+    mailbox label, the lead's name and the case number.
+    """
+    sort = query.sort if query.sort in SORT_KEYS else "received"
+    backwards = bool(before) and not after
+    cursor = _decode_cursor(sort, before if backwards else after)
+    backwards = backwards and cursor is not None
+    descending = query.descending != backwards  # walking back = walking the other way
+
+    emails = emails_visible_to(user)
+    if mailbox_ids is not None:
+        emails = emails.filter(mailbox_id__in=mailbox_ids)
+    emails = emails_filtered(emails, query).annotate(grid_sort_key=SORT_KEYS[sort])
+    if cursor is not None:
+        emails = emails.filter(_after(cursor, descending=descending))
+    order = ["-grid_sort_key", "-pk"] if descending else ["grid_sort_key", "pk"]
+    # Two steps, so the database's plan cannot depend on what the page displays: first the keys
+    # of the page alone (answered from the (mailbox, sort key, id) index, no join), then those
+    # rows with their columns. In one query, SQLite may drive the join from the mailboxes or walk
+    # another index, and sort every email of the view to keep one page.
+    keys = list(emails.order_by(*order).values_list("pk", "grid_sort_key")[: page_size + 1])
+    more = len(keys) > page_size
+    keys = keys[:page_size]
+    if backwards:
+        keys.reverse()
+    if not keys:
+        return EmailGridPage(emails=[], next_cursor=None, previous_cursor=None)
+    rows = (
+        Email.objects.filter(pk__in=[pk for pk, _key in keys])
+        .select_related("mailbox", "lead", "case")
+        .only(
+            "pk",
+            "subject",
+            "from_name",
+            "from_address",
+            "received_at",
+            "has_attachments",
+            "mailbox__label",
+            "lead__name",
+            "case__number",
+        )
+        .annotate(snippet=Substr("text_body", 1, SNIPPET_LENGTH))
+    )
+    by_pk = {email.pk: email for email in rows}
+    # Forward: a next page if a row was left over; a previous one if we came from a cursor.
+    # Backward: the next page is where we came from; a previous one if a row was left over.
+    has_next = more if not backwards else True
+    has_previous = cursor is not None if not backwards else more
+    return EmailGridPage(
+        emails=[by_pk[pk] for pk, _key in keys if pk in by_pk],
+        next_cursor=_encode_cursor(sort, *keys[-1]) if has_next else None,
+        previous_cursor=_encode_cursor(sort, *keys[0]) if has_previous else None,
+    )
+
+
+def email_grid_cursor_at(*, user, mailbox_ids: list[int] | None, query: EmailGridQuery, position: int) -> str:
+    """The `after` cursor of a page starting at row `position` (0-based, > 0), for benchmarks and
+    tests. It uses an OFFSET, exactly what the grid avoids: no page calls it."""
+    sort = query.sort if query.sort in SORT_KEYS else "received"
+    emails = emails_visible_to(user)
+    if mailbox_ids is not None:
+        emails = emails.filter(mailbox_id__in=mailbox_ids)
+    emails = emails_filtered(emails, query).annotate(grid_sort_key=SORT_KEYS[sort])
+    order = ["-grid_sort_key", "-pk"] if query.descending else ["grid_sort_key", "pk"]
+    pk, key = emails.order_by(*order).values_list("pk", "grid_sort_key")[position - 1]
+    return _encode_cursor(sort, pk, key)
+
+
+# -- an email's page ------------------------------------------------------------------------------
+
+# What an email's page, a case's or a lead's page show is bounded whatever was stored (storing
+# caps what it keeps, but a page must not depend on that): with these, the email page of a
+# message with 1,000 attachments and a 5 MB text body stays under 1.5 MB (tests/web/
+# test_page_bounds.py) instead of 20 MB. What is cut is said on the page, with the raw original
+# as a download.
+THREAD_LIMIT = 50
+ATTACHMENTS_SHOWN = 200
+INLINE_IMAGES_LIMIT = 200  # cid: images mapped into the HTML frame
+TEXT_BODY_SHOWN = 1_000_000  # characters of the text body
+EMAILS_PER_RECORD_PAGE = 50  # the emails of a case or a lead, per page
+
+
+def email_thread(*, user, email: Email) -> list[Email]:
+    """Other emails of the conversation: those of its case, otherwise those it references
+    (In-Reply-To, References) and those that reply to it (RFC 5322 §3.6.4), in one mailbox."""
+    emails = emails_visible_to(user).exclude(pk=email.pk)
+    if email.case_id:
+        emails = emails.filter(case_id=email.case_id)
+    else:
+        referenced = referenced_message_ids(email)
+        related = Q(message_id__in=referenced) if referenced else Q()
+        if email.message_id:
+            related |= Q(in_reply_to=email.message_id)
+        if not related:
+            return []
+        emails = emails.filter(related, mailbox_id=email.mailbox_id)
+    return list(
+        emails.only("pk", "subject", "from_name", "from_address", "received_at").order_by(
+            "received_at", "pk"
+        )[:THREAD_LIMIT]
+    )
+
+
+@dataclass(frozen=True)
+class AttachmentList:
+    shown: list[Attachment]  # the first ATTACHMENTS_SHOWN, in their order in the message
+    total: int
+
+    @property
+    def not_shown(self) -> int:
+        return self.total - len(self.shown)
+
+
+def email_attachments(*, email: Email, limit: int = ATTACHMENTS_SHOWN) -> AttachmentList:
+    """The first attachments of an email the caller already got through `email_get_for_user`,
+    and how many it has: two queries, whatever their number."""
+    shown = list(email.attachments.order_by("pk")[:limit])
+    total = len(shown) if len(shown) < limit else email.attachments.count()
+    return AttachmentList(shown=shown, total=total)
+
+
+def email_inline_images(*, email: Email, content_types: frozenset[str]) -> list[Attachment]:
+    """The cid: images of an email (RFC 2392), at most INLINE_IMAGES_LIMIT."""
+    return list(
+        email.attachments.exclude(content_id="")
+        .filter(content_type__in=content_types)
+        .order_by("pk")[:INLINE_IMAGES_LIMIT]
+    )
+
+
+@dataclass(frozen=True)
+class TextBody:
+    text: str  # at most TEXT_BODY_SHOWN characters
+    length: int  # of the whole body
+
+    @property
+    def is_cut(self) -> bool:
+        return self.length > len(self.text)
+
+
+def email_text_body(*, email: Email) -> TextBody:
+    """The start of the text body, cut in the database: a 50 MB body is not read for a page."""
+    row = (
+        Email.objects.filter(pk=email.pk)
+        .annotate(shown=Substr("text_body", 1, TEXT_BODY_SHOWN), length=Length("text_body"))
+        .values("shown", "length")
+        .first()
+    )
+    if row is None:
+        return TextBody(text="", length=0)
+    return TextBody(text=row["shown"] or "", length=row["length"] or 0)
+
+
+def email_auto_replies(*, email: Email) -> list[AutoReply]:
+    return list(AutoReply.objects.filter(email=email).order_by("created_at", "pk")[:THREAD_LIMIT])
+
+
+def emails_of_case_or_lead(
+    *, user, case_id: int | None = None, lead_id: int | None = None
+) -> QuerySet[Email]:
+    """Emails of a case or a lead, oldest first, for their pages (the grid's columns only); the
+    page shows them EMAILS_PER_RECORD_PAGE at a time."""
+    emails = emails_visible_to(user)
+    emails = emails.filter(case_id=case_id) if case_id is not None else emails.filter(lead_id=lead_id)
+    return (
+        emails.only("pk", "subject", "from_name", "from_address", "received_at", "has_attachments")
+        .annotate(snippet=Substr("text_body", 1, SNIPPET_LENGTH))
+        .order_by("received_at", "pk")
+    )

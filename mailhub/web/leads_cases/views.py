@@ -1,0 +1,107 @@
+"""Leads and cases: lists, pages, and the audited change of a case. Thin: selectors read (and
+decide visibility: anything else is a 404); changes go through processing.services.cases."""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_POST
+
+from mailhub.web.emails.selectors import EMAILS_PER_RECORD_PAGE, emails_of_case_or_lead
+from processing.models import Case, Lead
+
+from .forms import CaseFilterForm, CaseUpdateForm, LeadFilterForm
+from .selectors import (
+    case_events,
+    case_follow_ups,
+    case_get_for_user,
+    case_list,
+    lead_get_for_user,
+    lead_list,
+)
+
+LIST_PAGE_SIZE = 50
+
+
+@login_required
+@require_GET
+def lead_list_view(request: HttpRequest) -> HttpResponse:
+    form = LeadFilterForm(request.GET, user=request.user)
+    page = Paginator(lead_list(user=request.user, query=form.list_query()), LIST_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "leads/list.html", {"form": form, "page": page})
+
+
+def _visible_lead(request: HttpRequest, pk: int) -> Lead:
+    lead = lead_get_for_user(user=request.user, pk=pk)
+    if lead is None:
+        raise Http404("No such lead.")
+    return lead
+
+
+@login_required
+@require_GET
+def lead_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    lead = _visible_lead(request, pk)
+    emails = _emails_page(request, emails_of_case_or_lead(user=request.user, lead_id=lead.pk))
+    return render(request, "leads/detail.html", {"lead": lead, "emails": emails})
+
+
+def _emails_page(request: HttpRequest, emails):
+    """One page of a case's or a lead's emails: a thread of 10,000 replies is not one page."""
+    return Paginator(emails, EMAILS_PER_RECORD_PAGE).get_page(request.GET.get("page"))
+
+
+@login_required
+@require_GET
+def case_list_view(request: HttpRequest) -> HttpResponse:
+    form = CaseFilterForm(request.GET, user=request.user)
+    page = Paginator(case_list(user=request.user, query=form.list_query()), LIST_PAGE_SIZE).get_page(
+        request.GET.get("page")
+    )
+    return render(request, "cases/list.html", {"form": form, "page": page})
+
+
+def _visible_case(request: HttpRequest, pk: int) -> Case:
+    case = case_get_for_user(user=request.user, pk=pk)
+    if case is None:
+        raise Http404("No such case.")
+    return case
+
+
+def _case_page(request: HttpRequest, case: Case, form: CaseUpdateForm) -> HttpResponse:
+    context = {
+        "case": case,
+        "form": form,
+        "emails": _emails_page(request, emails_of_case_or_lead(user=request.user, case_id=case.pk)),
+        "events": case_events(case=case),
+        "follow_ups": case_follow_ups(user=request.user, case=case),
+    }
+    return render(request, "cases/detail.html", context)
+
+
+@login_required
+@require_GET
+def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    case = _visible_case(request, pk)
+    return _case_page(request, case, CaseUpdateForm(case=case))
+
+
+@login_required
+@require_POST
+def case_update_view(request: HttpRequest, pk: int) -> HttpResponse:
+    case = _visible_case(request, pk)
+    form = CaseUpdateForm(request.POST, case=case)
+    if not form.is_valid():
+        return _case_page(request, case, form)
+    events = form.save(user=request.user)
+    if events:
+        changed = ", ".join(event.field for event in events)
+        messages.success(request, f"Case {case.reference} updated: {changed}.")
+    else:
+        messages.info(request, "Nothing changed.")
+    return redirect(case)
