@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from enum import Enum, StrEnum
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
 from django.db.models.functions import Coalesce
@@ -19,12 +20,20 @@ from django.utils import timezone
 from autoresponse.models import AutoReply, AutoReplyStatus
 from mailboxes.models import Email, Mailbox, ProcessingStatus
 
-STATE_OK = "ok"
-STATE_FAILING = "failing"
-STATE_STALE = "stale"
-STATE_INACTIVE = "inactive"
+if TYPE_CHECKING:
+    # Only for the checker: django-stubs-ext is a development dependency.
+    from django_stubs_ext import WithAnnotations
+
+
+class MailboxState(StrEnum):
+    OK = "ok"
+    FAILING = "failing"
+    STALE = "stale"
+    INACTIVE = "inactive"
+
+
 # States that need a person: `mailhub_status` exits 1 when any mailbox is in one of them.
-ALERT_STATES = frozenset({STATE_FAILING, STATE_STALE})
+ALERT_STATES = frozenset({MailboxState.FAILING, MailboxState.STALE})
 
 # A mailbox is stale when it has not been polled successfully for this many poll intervals, and
 # never sooner than STALE_MIN_AGE: the beat dispatcher runs every MAILHUB_DISPATCH_EVERY seconds
@@ -54,22 +63,37 @@ class MailboxStatus:
     next_poll_at: datetime | None
     auto_replies_pending: int
     auto_replies_failed: int
-    state: str
+    state: MailboxState
 
     @property
     def needs_attention(self) -> bool:
         return self.state in ALERT_STATES
 
     def as_json(self) -> dict[str, Any]:
-        """JSON-ready: datetimes as ISO 8601 strings (UTC)."""
+        """JSON-ready: datetimes as ISO 8601 strings (UTC), the state as its value."""
         data = asdict(self)
         for key, value in data.items():
             if isinstance(value, datetime):
                 data[key] = value.astimezone(UTC).isoformat()
+            elif isinstance(value, Enum):
+                data[key] = value.value
         return data
 
 
-def _count(queryset: QuerySet, outer_field: str) -> Coalesce:
+class StatusCounts(TypedDict):
+    """The columns `mailboxes_annotate_status` adds to each mailbox row."""
+
+    status_backlog: int
+    status_auto_replies_pending: int
+    status_auto_replies_failed: int
+
+
+if TYPE_CHECKING:
+    # A Mailbox row that carries the StatusCounts columns.
+    AnnotatedMailbox = WithAnnotations[Mailbox, StatusCounts]
+
+
+def _count(queryset: QuerySet[Any], outer_field: str) -> Coalesce:
     """A correlated COUNT(*) subquery per mailbox, 0 when there are no rows."""
     counted = (
         queryset.filter(**{outer_field: OuterRef("pk")})
@@ -81,7 +105,7 @@ def _count(queryset: QuerySet, outer_field: str) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
-def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> QuerySet[Mailbox]:
+def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> QuerySet[AnnotatedMailbox]:
     """Mailboxes with `status_backlog`, `status_auto_replies_pending`, `status_auto_replies_failed`.
 
     Subqueries rather than Count() over joins: two reverse joins (emails, their auto-replies) in
@@ -104,7 +128,7 @@ def stale_after(poll_interval: int) -> timedelta:
     return max(timedelta(seconds=STALE_INTERVALS * poll_interval), STALE_MIN_AGE)
 
 
-def mailbox_state(mailbox: Mailbox, *, now: datetime | None = None) -> str:
+def mailbox_state(mailbox: Mailbox, *, now: datetime | None = None) -> MailboxState:
     """ok / failing / stale / inactive of one mailbox (its fields only, no query).
 
     Inactive wins: nobody polls a disabled mailbox, so its last error or age is not an alarm.
@@ -112,16 +136,16 @@ def mailbox_state(mailbox: Mailbox, *, now: datetime | None = None) -> str:
     is not stale before its first poll had a chance to run.
     """
     if not mailbox.is_active:
-        return STATE_INACTIVE
+        return MailboxState.INACTIVE
     if mailbox.consecutive_failures > 0 or mailbox.last_error:
-        return STATE_FAILING
+        return MailboxState.FAILING
     since = mailbox.last_success_at or mailbox.created_at
     if since is not None and (now or timezone.now()) - since > stale_after(mailbox.poll_interval):
-        return STATE_STALE
-    return STATE_OK
+        return MailboxState.STALE
+    return MailboxState.OK
 
 
-def _status_of(mailbox: Mailbox, now: datetime) -> MailboxStatus:
+def _status_of(mailbox: AnnotatedMailbox, now: datetime) -> MailboxStatus:
     lag = (now - mailbox.last_success_at).total_seconds() if mailbox.last_success_at else None
     return MailboxStatus(
         id=mailbox.pk,
@@ -139,11 +163,6 @@ def _status_of(mailbox: Mailbox, now: datetime) -> MailboxStatus:
         auto_replies_failed=mailbox.status_auto_replies_failed,
         state=mailbox_state(mailbox, now=now),
     )
-
-
-def mailbox_status(mailbox: Mailbox, *, now: datetime | None = None) -> MailboxStatus:
-    """The status of a mailbox loaded through `mailboxes_annotate_status` (no further query)."""
-    return _status_of(mailbox, now or timezone.now())
 
 
 def mailbox_statuses(*, now: datetime | None = None) -> list[MailboxStatus]:
