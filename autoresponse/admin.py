@@ -1,6 +1,11 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from django import forms
 from django.contrib import admin
 from django.core.exceptions import ValidationError
+from django.http import HttpRequest
 from django.utils.html import format_html
 
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin, scoped_to_user
@@ -9,8 +14,26 @@ from .conditions import ConditionError, ConditionSpec, validate_condition
 from .models import AutoReply, AutoResponseRule, EmailTemplate, RuleCondition
 from .rendering import TemplateProblem, sample_context, template_render, template_validate
 
+if TYPE_CHECKING:
+    from mailboxes.models import Email, Mailbox
 
-class AutoResponseRuleInline(MailboxScopedMixin, admin.TabularInline):
+    # django-stubs makes the admin and form classes generic for the checker only: Django's are
+    # not subscriptable (that would take django_stubs_ext.monkeypatch(), a runtime dependency).
+    _RuleInlineBase = admin.TabularInline[AutoResponseRule, Mailbox]
+    _RuleConditionFormBase = forms.ModelForm[RuleCondition]
+    _RuleConditionInlineBase = admin.TabularInline[RuleCondition, AutoResponseRule]
+    _RuleAdminBase = admin.ModelAdmin[AutoResponseRule]
+    _EmailTemplateFormBase = forms.ModelForm[EmailTemplate]
+    _EmailTemplateAdminBase = admin.ModelAdmin[EmailTemplate]
+    _AutoReplyInlineBase = admin.TabularInline[AutoReply, Email]
+    _AutoReplyAdminBase = admin.ModelAdmin[AutoReply]
+else:
+    _RuleInlineBase = _RuleConditionInlineBase = _AutoReplyInlineBase = admin.TabularInline
+    _RuleConditionFormBase = _EmailTemplateFormBase = forms.ModelForm
+    _RuleAdminBase = _EmailTemplateAdminBase = _AutoReplyAdminBase = admin.ModelAdmin
+
+
+class AutoResponseRuleInline(MailboxScopedMixin, _RuleInlineBase):
     """Rules inside the mailbox page; their conditions are edited on the rule's own page."""
 
     model = AutoResponseRule
@@ -19,13 +42,14 @@ class AutoResponseRuleInline(MailboxScopedMixin, admin.TabularInline):
     show_change_link = True
 
 
-class RuleConditionForm(forms.ModelForm):
+class RuleConditionForm(_RuleConditionFormBase):
     class Meta:
         model = RuleCondition
         fields = ("field", "header_name", "operator", "value")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns
         if self.errors:
             return cleaned
         spec = ConditionSpec(
@@ -41,14 +65,14 @@ class RuleConditionForm(forms.ModelForm):
         return cleaned
 
 
-class RuleConditionInline(MailboxScopedMixin, admin.TabularInline):
+class RuleConditionInline(MailboxScopedMixin, _RuleConditionInlineBase):
     model = RuleCondition
     form = RuleConditionForm
     extra = 1
 
 
 @admin.register(AutoResponseRule)
-class AutoResponseRuleAdmin(MailboxScopedMixin, admin.ModelAdmin):
+class AutoResponseRuleAdmin(MailboxScopedMixin, _RuleAdminBase):
     list_display = ("name", "mailbox", "order", "is_active", "match", "template", "stop_after_match")
     list_filter = ("is_active", ("mailbox", MAILBOX_FILTER), "match")
     search_fields = ("name", "mailbox__label", "template__name")
@@ -56,13 +80,14 @@ class AutoResponseRuleAdmin(MailboxScopedMixin, admin.ModelAdmin):
     inlines = [RuleConditionInline]
 
 
-class EmailTemplateForm(forms.ModelForm):
+class EmailTemplateForm(_EmailTemplateFormBase):
     class Meta:
         model = EmailTemplate
         fields = ("name", "subject", "text_body", "html_body")
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns
         for name, html in (("subject", False), ("text_body", False), ("html_body", True)):
             source = cleaned.get(name) or ""
             try:
@@ -73,7 +98,7 @@ class EmailTemplateForm(forms.ModelForm):
 
 
 @admin.register(EmailTemplate)
-class EmailTemplateAdmin(admin.ModelAdmin):
+class EmailTemplateAdmin(_EmailTemplateAdminBase):
     form = EmailTemplateForm
     list_display = ("name", "subject", "updated_at")
     search_fields = ("name", "subject", "text_body")
@@ -84,7 +109,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
     # text of auto-replies): anyone with the view permission may read them, but changing or
     # deleting one changes what other mailboxes send, so a user may do it only when every rule
     # using it belongs to a mailbox they can access.
-    def _used_elsewhere(self, request, template: EmailTemplate | None) -> bool:
+    def _used_elsewhere(self, request: HttpRequest, template: EmailTemplate | None) -> bool:
         if template is None or request.user.is_superuser:
             return False
         foreign = template.rules.exclude(
@@ -92,10 +117,10 @@ class EmailTemplateAdmin(admin.ModelAdmin):
         )
         return foreign.exists()
 
-    def has_change_permission(self, request, obj=None) -> bool:
+    def has_change_permission(self, request: HttpRequest, obj: EmailTemplate | None = None) -> bool:
         return super().has_change_permission(request, obj) and not self._used_elsewhere(request, obj)
 
-    def has_delete_permission(self, request, obj=None) -> bool:
+    def has_delete_permission(self, request: HttpRequest, obj: EmailTemplate | None = None) -> bool:
         return super().has_delete_permission(request, obj) and not self._used_elsewhere(request, obj)
 
     @admin.display(description="Preview (rendered against a sample email)")
@@ -120,7 +145,7 @@ class EmailTemplateAdmin(admin.ModelAdmin):
         )
 
 
-class AutoReplyInline(MailboxScopedMixin, admin.TabularInline):
+class AutoReplyInline(MailboxScopedMixin, _AutoReplyInlineBase):
     """On the email's page: what was sent in answer, or why not."""
 
     model = AutoReply
@@ -129,11 +154,11 @@ class AutoReplyInline(MailboxScopedMixin, admin.TabularInline):
     fields = ("rule_name", "status", "reason", "recipient", "message_id", "sent_at", "attempts")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Email | None = None) -> bool:
         return False
 
 
-class AutoReplyAdmin(MailboxScopedMixin, admin.ModelAdmin):
+class AutoReplyAdmin(MailboxScopedMixin, _AutoReplyAdminBase):
     """Registered by mailhub/admin.py, which adds the actions that enqueue work."""
 
     list_display = ("email", "rule_name", "status", "recipient", "short_reason", "sent_at", "created_at")
@@ -142,7 +167,7 @@ class AutoReplyAdmin(MailboxScopedMixin, admin.ModelAdmin):
     list_select_related = ("email",)
     readonly_fields = [field.name for field in AutoReply._meta.concrete_fields]
 
-    def has_add_permission(self, request) -> bool:
+    def has_add_permission(self, request: HttpRequest) -> bool:
         return False
 
     @admin.display(description="reason")

@@ -6,12 +6,27 @@ without importing another app's admin. Superusers see everything, as `accessible
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any, TypeVar
+
 from django.contrib import admin
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
 from .models import Mailbox
+
+if TYPE_CHECKING:
+    from django.contrib.admin.options import BaseModelAdmin
+    from django.contrib.auth.models import AnonymousUser, User
+    from django.db.models import ForeignKey
+    from django.forms import ModelChoiceField
+
+    # The checker sees the mixin as the admin base it is mixed into (its super() calls).
+    _AdminBase = BaseModelAdmin[Any]
+else:
+    _AdminBase = object
+
+_M = TypeVar("_M", bound=Model)
 
 # The relations followed from a model to the mailbox its rows belong to, in this order: an email
 # by `mailbox`, an attachment or auto-reply by `email`, a rule condition by `rule`, a case event
@@ -28,7 +43,7 @@ def mailbox_path(model: type[Model]) -> str | None:
             field = model._meta.get_field(name)
         except FieldDoesNotExist:
             continue
-        if not field.many_to_one:
+        if not field.many_to_one or field.related_model is None:
             continue
         inner = mailbox_path(field.related_model)
         if inner is not None:
@@ -36,7 +51,7 @@ def mailbox_path(model: type[Model]) -> str | None:
     return None
 
 
-def scoped_to_user(queryset: QuerySet, user) -> QuerySet:
+def scoped_to_user(queryset: QuerySet[_M], user: User | AnonymousUser) -> QuerySet[_M]:
     """Rows of the mailboxes `user` may see; a model without a mailbox is left as it is."""
     path = mailbox_path(queryset.model)
     if path is None:
@@ -49,20 +64,22 @@ def scoped_to_user(queryset: QuerySet, user) -> QuerySet:
     return queryset.filter(**{f"{path}__in": accessible.values("pk")})
 
 
-class MailboxScopedMixin:
+class MailboxScopedMixin(_AdminBase):
     """For ModelAdmins and inlines: rows, and the choices of foreign keys, of the user's
     mailboxes only. A row outside them is not found (the admin answers with a redirect and
     "doesn't exist", never showing it), and a form can't attach a row to another mailbox."""
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet:
-        return scoped_to_user(super().get_queryset(request), request.user)  # type: ignore[misc]
+    def get_queryset(self, request: HttpRequest) -> QuerySet[Any]:
+        return scoped_to_user(super().get_queryset(request), request.user)
 
-    def formfield_for_foreignkey(self, db_field, request: HttpRequest, **kwargs):
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField[Any] | None:
         if "queryset" not in kwargs and mailbox_path(db_field.related_model) is not None:
             kwargs["queryset"] = scoped_to_user(
                 db_field.remote_field.model._default_manager.all(), request.user
             )
-        return super().formfield_for_foreignkey(db_field, request, **kwargs)  # type: ignore[misc]
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
 
 
 # The mailbox filter of a changelist lists only the mailboxes of the rows the user sees, not

@@ -1,8 +1,13 @@
+from __future__ import annotations
+
+from functools import partial
+from typing import TYPE_CHECKING, Any, Protocol
+
 from django import forms
 from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
@@ -11,12 +16,34 @@ from autoresponse.models import AutoReply
 from autoresponse.services import auto_replies_resend_by_hand
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
 from mailboxes.encryption import CIPHERTEXT_PREFIX
-from mailboxes.models import Attachment, Email, Mailbox, ProcessingStatus
+from mailboxes.models import Attachment, Email, HistoryImport, Mailbox, ProcessingStatus
 from mailboxes.services import mailbox_test_connection
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
 from .status import mailbox_state, mailboxes_annotate_status
 from .tasks import send_auto_reply
+
+if TYPE_CHECKING:
+    from .status import AnnotatedMailbox
+
+    # django-stubs makes the admin and form classes generic for the checker only: Django's are
+    # not subscriptable (that would take django_stubs_ext.monkeypatch(), a runtime dependency).
+    _MailboxFormBase = forms.ModelForm[Mailbox]
+    _MailboxAdminBase = admin.ModelAdmin[Mailbox]
+    _EmailAdminBase = admin.ModelAdmin[Email]
+    _AttachmentAdminBase = admin.ModelAdmin[Attachment]
+    _AttachmentInlineBase = admin.TabularInline[Attachment, Email]
+else:
+    _MailboxFormBase = forms.ModelForm
+    _MailboxAdminBase = _EmailAdminBase = _AttachmentAdminBase = admin.ModelAdmin
+    _AttachmentInlineBase = admin.TabularInline
+
+
+class _Convert(Protocol):
+    """`email_convert_to_case` or `email_convert_to_lead`."""
+
+    def __call__(self, *, email_id: int) -> object: ...
+
 
 SECRET_FIELDS = ("imap_password", "smtp_password")
 # A stored password is only ever sent to the server it was entered for: changing any of these
@@ -32,7 +59,7 @@ SERVER_CHANGED = (
 )
 
 
-class MailboxAdminForm(forms.ModelForm):
+class MailboxAdminForm(_MailboxFormBase):
     """Secrets are write-only: never rendered back; a blank field keeps the stored value."""
 
     imap_password = forms.CharField(
@@ -52,9 +79,9 @@ class MailboxAdminForm(forms.ModelForm):
 
     class Meta:
         model = Mailbox
-        fields = "__all__"  # noqa: DJ007 - the admin's fieldsets choose what is shown
+        fields = "__all__"  # the admin's fieldsets choose what is shown
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         for name in SECRET_FIELDS:
             self.initial[name] = ""
@@ -72,9 +99,10 @@ class MailboxAdminForm(forms.ModelForm):
     def clean_smtp_password(self) -> str:
         return self._clean_secret("smtp_password")
 
-    def clean(self):
-        cleaned = super().clean()
-        if cleaned.get("history_import") == "since" and not cleaned.get("history_since"):
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data  # what ModelForm.clean returns
+        if cleaned.get("history_import") == HistoryImport.SINCE and not cleaned.get("history_since"):
             self.add_error("history_since", "Give the date from which existing messages are imported.")
         if self.instance.pk:
             for secret, server_fields in SERVER_FIELDS.items():
@@ -88,28 +116,28 @@ class MailboxAdminForm(forms.ModelForm):
                     self.add_error(secret, SERVER_CHANGED)
         return cleaned
 
-    def _post_clean(self):
+    def _post_clean(self) -> None:
         # A blank secret means "unchanged": keep the stored value (still encrypted: the form never
         # needs a key, so a mailbox whose key was removed can still be edited and fixed).
         for name in SECRET_FIELDS:
             if not self.cleaned_data.get(name) and self.instance.pk:
                 self.cleaned_data[name] = getattr(self.instance, name)
-        super()._post_clean()
+        super()._post_clean()  # type: ignore[misc]  # Django's hook, absent from django-stubs
 
 
-class AttachmentInline(MailboxScopedMixin, admin.TabularInline):
+class AttachmentInline(MailboxScopedMixin, _AttachmentInlineBase):
     model = Attachment
     extra = 0
     can_delete = False
     fields = ("filename", "content_type", "size", "is_inline", "content_id", "file")
     readonly_fields = fields
 
-    def has_add_permission(self, request, obj=None) -> bool:
+    def has_add_permission(self, request: HttpRequest, obj: Email | None = None) -> bool:
         return False
 
 
 @admin.register(Mailbox)
-class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
+class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
     form = MailboxAdminForm
     list_display = (
         "label",
@@ -180,10 +208,16 @@ class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
     # shows neither (every frame below the view is reported without its variables).
     @method_decorator(sensitive_post_parameters(*SECRET_FIELDS))
     @method_decorator(sensitive_variables())
-    def changeform_view(self, request, object_id=None, form_url="", extra_context=None):
+    def changeform_view(
+        self,
+        request: HttpRequest,
+        object_id: str | None = None,
+        form_url: str = "",
+        extra_context: dict[str, Any] | None = None,
+    ) -> HttpResponse:
         return super().changeform_view(request, object_id, form_url, extra_context)
 
-    def save_model(self, request, obj, form, change) -> None:
+    def save_model(self, request: HttpRequest, obj: Mailbox, form: MailboxAdminForm, change: bool) -> None:
         # New IMAP settings or password (an admin fixing a failing mailbox): poll at the next
         # dispatch rather than when the backoff of the old failures ends.
         if change and any(
@@ -193,7 +227,7 @@ class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
             obj.next_poll_at = None
         super().save_model(request, obj, form, change)
 
-    def get_queryset(self, request: HttpRequest) -> QuerySet[Mailbox]:
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AnnotatedMailbox]:
         # The state and backlog columns come from subqueries of the page's one query, the same
         # selector `mailhub_status` uses: no query per row.
         return mailboxes_annotate_status(super().get_queryset(request))
@@ -203,7 +237,7 @@ class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
         return mailbox_state(mailbox)
 
     @admin.display(description="backlog", ordering="status_backlog")
-    def backlog(self, mailbox: Mailbox) -> int:
+    def backlog(self, mailbox: AnnotatedMailbox) -> int:
         return mailbox.status_backlog
 
     @admin.display(description="last error")
@@ -221,7 +255,7 @@ class MailboxAdmin(MailboxScopedMixin, admin.ModelAdmin):
 
 
 @admin.register(Email)
-class EmailAdmin(MailboxScopedMixin, admin.ModelAdmin):
+class EmailAdmin(MailboxScopedMixin, _EmailAdminBase):
     list_display = (
         "subject",
         "from_address",
@@ -268,7 +302,13 @@ class EmailAdmin(MailboxScopedMixin, admin.ModelAdmin):
     def convert_to_lead(self, request: HttpRequest, queryset: QuerySet[Email]) -> None:
         self._convert(request, queryset, email_convert_to_lead, "lead")
 
-    def _convert(self, request, queryset, convert, what: str) -> None:
+    def _convert(
+        self,
+        request: HttpRequest,
+        queryset: QuerySet[Email],
+        convert: _Convert,
+        what: str,
+    ) -> None:
         done, refused = 0, []
         for email_id in queryset.values_list("pk", flat=True):
             try:
@@ -289,7 +329,7 @@ class EmailAdmin(MailboxScopedMixin, admin.ModelAdmin):
 
 
 @admin.register(Attachment)
-class AttachmentAdmin(MailboxScopedMixin, admin.ModelAdmin):
+class AttachmentAdmin(MailboxScopedMixin, _AttachmentAdminBase):
     list_display = ("filename", "content_type", "size", "is_inline", "email")
     list_filter = ("is_inline", "content_type")
     search_fields = ("filename", "email__subject")
@@ -308,13 +348,13 @@ class AutoReplyAdminWithActions(AutoReplyAdmin):
         description="Resend by hand (unknown outcome or failed: check it did not arrive first)",
         permissions=["change"],
     )
-    def resend_by_hand(self, request, queryset) -> None:
+    def resend_by_hand(self, request: HttpRequest, queryset: QuerySet[AutoReply]) -> None:
         ids = auto_replies_resend_by_hand(
             auto_reply_ids=list(queryset.values_list("pk", flat=True)),
             requested_by=request.user.get_username(),
         )
         for auto_reply_id in ids:
-            transaction.on_commit(lambda auto_reply_id=auto_reply_id: send_auto_reply.delay(auto_reply_id))
+            transaction.on_commit(partial(send_auto_reply.delay, auto_reply_id))
         skipped = queryset.count() - len(ids)
         self.message_user(request, f"{len(ids)} auto-reply(ies) queued to be sent again.", messages.SUCCESS)
         if skipped:

@@ -1,12 +1,24 @@
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from django.contrib import admin
 
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
 
 from .models import Case, Lead
 
+if TYPE_CHECKING:
+    # django-stubs makes the admin classes generic for the checker only: Django's are not
+    # subscriptable (that would take django_stubs_ext.monkeypatch(), a runtime dependency).
+    _LeadAdminBase = admin.ModelAdmin[Lead]
+    _CaseAdminBase = admin.ModelAdmin[Case]
+else:
+    _LeadAdminBase = _CaseAdminBase = admin.ModelAdmin
+
 
 @admin.register(Lead)
-class LeadAdmin(MailboxScopedMixin, admin.ModelAdmin):
+class LeadAdmin(MailboxScopedMixin, _LeadAdminBase):
     list_display = ("name", "email", "status", "mailbox", "owner", "created_at")
     list_filter = ("status", ("mailbox", MAILBOX_FILTER), "owner")
     search_fields = ("name", "email", "subject", "notes")
@@ -15,7 +27,7 @@ class LeadAdmin(MailboxScopedMixin, admin.ModelAdmin):
 
 
 @admin.register(Case)
-class CaseAdmin(MailboxScopedMixin, admin.ModelAdmin):
+class CaseAdmin(MailboxScopedMixin, _CaseAdminBase):
     list_display = ("reference", "subject", "status", "priority", "assignee", "mailbox", "created_at")
     list_filter = ("status", "priority", ("mailbox", MAILBOX_FILTER), "assignee")
     search_fields = ("number", "subject", "description", "reporter_address", "reporter_name")
