@@ -13,7 +13,7 @@ app.autodiscover_tasks()
 
 
 @app.on_after_configure.connect
-def _create_filesystem_broker_folders(sender: Celery, **kwargs) -> None:
+def _create_filesystem_broker_folders(sender: Celery, **kwargs: object) -> None:
     # kombu's filesystem transport (embedded mode) needs its folders before the first message.
     options = sender.conf.broker_transport_options or {}
     for key in ("data_folder_in", "data_folder_out", "processed_folder", "control_folder"):

@@ -7,6 +7,7 @@ import atexit
 import os
 import shutil
 import tempfile
+from pathlib import Path
 
 os.environ.setdefault("SECRET_KEY", "test-secret-key-not-for-production")
 # A fixed Fernet key: tests must be able to decrypt what they wrote.
@@ -28,7 +29,7 @@ PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
 STORAGES["staticfiles"] = {  # noqa: F405
     "BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"
 }
-STATIC_ROOT = os.path.join(os.environ["MAILHUB_DATA_DIR"], "static")
+STATIC_ROOT = Path(os.environ["MAILHUB_DATA_DIR"]) / "static"
 os.makedirs(STATIC_ROOT, exist_ok=True)
 WHITENOISE_AUTOREFRESH = True
 CELERY_TASK_ALWAYS_EAGER = True

@@ -60,7 +60,7 @@ def process_email(email_id: int) -> None:
 @shared_task(
     name="autoresponse.send_auto_reply", bind=True, ignore_result=True, max_retries=MAX_SEND_ATTEMPTS
 )
-def send_auto_reply(self: Task, auto_reply_id: int) -> None:
+def send_auto_reply(self: Task[[int], None], auto_reply_id: int) -> None:
     reply: AutoReply = auto_reply_send(auto_reply_id=auto_reply_id)
     if reply.status == AutoReplyStatus.PENDING and reply.next_attempt_at:
         # Transient SMTP failure: come back when the backoff says (bounded by max_retries; the

@@ -13,7 +13,7 @@ class Command(BaseCommand):
         "Run after prepending a new key; remove the old key only afterwards."
     )
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: object, **options: object) -> None:
         count = 0
         with transaction.atomic():
             # Loading never decrypts: each secret is re-encrypted explicitly (any configured key

@@ -7,7 +7,7 @@ from django.core.management.base import BaseCommand
 class Command(BaseCommand):
     help = "On an empty database, create an 'admin' superuser and print its generated password once."
 
-    def handle(self, *args, **options) -> None:
+    def handle(self, *args: object, **options: object) -> None:
         user_model = get_user_model()
         if user_model.objects.filter(is_superuser=True).exists():
             return

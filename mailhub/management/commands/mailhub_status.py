@@ -1,7 +1,7 @@
 import json
 from datetime import UTC, datetime
 
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 from django.utils import timezone
 
 from mailhub.status import MailboxStatus, mailbox_statuses
@@ -45,12 +45,12 @@ class Command(BaseCommand):
         "monitoring), 0 otherwise."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--json", action="store_true", dest="as_json", help="Print JSON for machines instead of a table."
         )
 
-    def handle(self, *args, as_json: bool, **options) -> None:
+    def handle(self, *args: object, as_json: bool, **options: object) -> None:
         now = timezone.now()
         statuses = mailbox_statuses(now=now)
         if as_json:

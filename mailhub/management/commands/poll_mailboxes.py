@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 from mailboxes.models import Mailbox
 from mailhub.pipeline import mailbox_poll_inline
@@ -10,12 +10,12 @@ class Command(BaseCommand):
         "background workers. Prints one line per mailbox; exits 1 if a mailbox failed."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument(
             "--mailbox", type=int, nargs="*", default=[], help="Mailbox ids (default: all active)"
         )
 
-    def handle(self, *args, mailbox: list[int], **options) -> None:
+    def handle(self, *args: object, mailbox: list[int], **options: object) -> None:
         queryset = Mailbox.objects.filter(pk__in=mailbox) if mailbox else Mailbox.objects.active()
         mailbox_ids = list(queryset.order_by("pk").values_list("pk", flat=True))
         missing = set(mailbox) - set(mailbox_ids)

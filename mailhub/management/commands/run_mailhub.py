@@ -31,7 +31,7 @@ from types import FrameType
 
 from django.conf import settings
 from django.core.management import call_command
-from django.core.management.base import BaseCommand, CommandError
+from django.core.management.base import BaseCommand, CommandError, CommandParser
 
 _PR_SET_PDEATHSIG = 1
 # Ctrl-C in a terminal (SIGINT to the foreground process group: make and this process; the worker
@@ -45,7 +45,7 @@ class Command(BaseCommand):
         "and sending) next to the web server. Used by `make run`."
     )
 
-    def add_arguments(self, parser) -> None:
+    def add_arguments(self, parser: CommandParser) -> None:
         parser.add_argument("--addr", default="127.0.0.1")
         parser.add_argument("--port", default="8000")
         parser.add_argument("--concurrency", type=int, default=2)
@@ -56,7 +56,9 @@ class Command(BaseCommand):
             help="Seconds the worker's warm shutdown may take (running tasks finish) before it is killed.",
         )
 
-    def handle(self, *args, addr: str, port: str, concurrency: int, stop_timeout: float, **options) -> None:
+    def handle(
+        self, *args: object, addr: str, port: str, concurrency: int, stop_timeout: float, **options: object
+    ) -> None:
         settings.DATA_DIR.mkdir(parents=True, exist_ok=True)
         lock_fd = _lock_data_dir()
         worker = _Worker(
@@ -79,9 +81,9 @@ class Command(BaseCommand):
         for signum in _STOP_SIGNALS:
             signal.signal(signum, worker.on_signal)
         try:
-            worker.start()
+            worker_pid = worker.start()
             os.ftruncate(lock_fd, 0)
-            os.pwrite(lock_fd, f"run_mailhub={os.getpid()} worker={worker.process.pid}\n".encode(), 0)
+            os.pwrite(lock_fd, f"run_mailhub={os.getpid()} worker={worker_pid}\n".encode(), 0)
             call_command("runserver", f"{addr}:{port}", use_reloader=False)
         finally:
             worker.stop()
@@ -94,15 +96,16 @@ class _Worker:
         self.argv = argv
         self.stop_timeout = stop_timeout
         self.lock_fd = lock_fd
-        self.process: subprocess.Popen | None = None
+        self.process: subprocess.Popen[bytes] | None = None
         self.stopping = False
 
-    def start(self) -> None:
+    def start(self) -> int:
+        """Start the worker; its pid."""
         # Blocked while the child is forked and `self.process` assigned, so that a signal can't
         # arrive in between and leave a worker nobody stops; the child unblocks them before exec.
         signal.pthread_sigmask(signal.SIG_BLOCK, _STOP_SIGNALS)
         try:
-            self.process = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
+            self.process = process = subprocess.Popen(  # noqa: S603 - fixed argv, our own interpreter
                 self.argv,
                 start_new_session=True,  # its own process group: killed as a whole, pool included
                 preexec_fn=_prepare_worker,  # safe: no threads have been started yet
@@ -110,6 +113,7 @@ class _Worker:
             )
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
+        return process.pid
 
     def on_signal(self, signum: int, frame: FrameType | None) -> None:
         if self.stopping:
@@ -123,32 +127,34 @@ class _Worker:
 
     def stop(self) -> None:
         self.stopping = True  # from here on, any stop signal escalates
-        if self.process is None:
+        process = self.process
+        if process is None:
             return
-        if not self._exited_within(0):
+        if not _exited_within(process.pid, 0):
             with contextlib.suppress(ProcessLookupError):
-                os.kill(self.process.pid, signal.SIGTERM)  # the main process only: see the docstring
-            self._exited_within(self.stop_timeout)
+                os.kill(process.pid, signal.SIGTERM)  # the main process only: see the docstring
+            _exited_within(process.pid, self.stop_timeout)
         # Whatever is left of the group (a stuck main process, a pool child, the beat process).
         # The main process is not reaped yet, so its pid, the group's id, can't have been reused.
         self.kill()
-        self.process.wait()
-
-    def _exited_within(self, seconds: float) -> bool:
-        """Whether the main process exited, without reaping it (WNOWAIT)."""
-        deadline = time.monotonic() + seconds
-        while True:
-            if os.waitid(os.P_PID, self.process.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
-                return True
-            if time.monotonic() >= deadline:
-                return False
-            time.sleep(0.05)
+        process.wait()
 
     def kill(self) -> None:
         if self.process is None:
             return
         with contextlib.suppress(ProcessLookupError):
             os.killpg(self.process.pid, signal.SIGKILL)
+
+
+def _exited_within(pid: int, seconds: float) -> bool:
+    """Whether the process `pid` (a child) exited, without reaping it (WNOWAIT)."""
+    deadline = time.monotonic() + seconds
+    while True:
+        if os.waitid(os.P_PID, pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is not None:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.05)
 
 
 def _lock_data_dir() -> int:
