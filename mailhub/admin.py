@@ -1,3 +1,20 @@
+"""The admin pages that join several apps, composed here at the top of the layers.
+
+Each app's admin.py registers what belongs to it alone (autoresponse: rules, conditions,
+templates; processing: leads, cases) and may import only the apps below it, so a page made of
+several apps' parts is put together here:
+
+- Mailbox: the mailboxes model with its auto-response rules inline (autoresponse), the state and
+  backlog columns (`mailhub.status`, the selector `mailhub_status` uses) and the connection test;
+- Email: with its attachments and auto-replies inline, and the conversion actions (processing);
+- Attachment: registered here with the other mailboxes models (mailboxes has no admin.py);
+- AutoReply: autoresponse's `AutoReplyAdmin` with the resend action: it enqueues the send task
+  (`mailhub.tasks`), which autoresponse can't import.
+
+Every page, here and in the apps, shows only the rows of the user's mailboxes
+(`MailboxScopedMixin`, mailboxes/admin_access.py).
+"""
+
 from __future__ import annotations
 
 from functools import partial
@@ -39,11 +56,7 @@ else:
     _AttachmentInlineBase = admin.TabularInline
 
 
-class _Convert(Protocol):
-    """`email_convert_to_case` or `email_convert_to_lead`."""
-
-    def __call__(self, *, email_id: int) -> object: ...
-
+# --- Mailbox -------------------------------------------------------------------------------
 
 SECRET_FIELDS = ("imap_password", "smtp_password")
 # A stored password is only ever sent to the server it was entered for: changing any of these
@@ -123,17 +136,6 @@ class MailboxAdminForm(_MailboxFormBase):
             if not self.cleaned_data.get(name) and self.instance.pk:
                 self.cleaned_data[name] = getattr(self.instance, name)
         super()._post_clean()  # type: ignore[misc]  # Django's hook, absent from django-stubs
-
-
-class AttachmentInline(MailboxScopedMixin, _AttachmentInlineBase):
-    model = Attachment
-    extra = 0
-    can_delete = False
-    fields = ("filename", "content_type", "size", "is_inline", "content_id", "file")
-    readonly_fields = fields
-
-    def has_add_permission(self, request: HttpRequest, obj: Email | None = None) -> bool:
-        return False
 
 
 @admin.register(Mailbox)
@@ -254,6 +256,26 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
                 self.message_user(request, f"{mailbox.label}: {check.message}", level)
 
 
+# --- Email and its attachments ---------------------------------------------------------------
+
+
+class _Convert(Protocol):
+    """`email_convert_to_case` or `email_convert_to_lead`."""
+
+    def __call__(self, *, email_id: int) -> object: ...
+
+
+class AttachmentInline(MailboxScopedMixin, _AttachmentInlineBase):
+    model = Attachment
+    extra = 0
+    can_delete = False
+    fields = ("filename", "content_type", "size", "is_inline", "content_id", "file")
+    readonly_fields = fields
+
+    def has_add_permission(self, request: HttpRequest, obj: Email | None = None) -> bool:
+        return False
+
+
 @admin.register(Email)
 class EmailAdmin(MailboxScopedMixin, _EmailAdminBase):
     list_display = (
@@ -338,6 +360,9 @@ class AttachmentAdmin(MailboxScopedMixin, _AttachmentAdminBase):
 
     def has_add_permission(self, request: HttpRequest) -> bool:
         return False
+
+
+# --- Auto-replies ----------------------------------------------------------------------------
 
 
 @admin.register(AutoReply)

@@ -42,7 +42,7 @@ STALE_INTERVALS = 3
 STALE_MIN_AGE = timedelta(minutes=10)
 
 BACKLOG_STATUSES = (ProcessingStatus.PENDING, ProcessingStatus.FAILED)
-# 'sending' is in flight (or interrupted, which auto_replies_due turns into 'uncertain' later).
+# 'sending' is in flight (or interrupted: a later poll marks it 'uncertain').
 AUTO_REPLY_PENDING_STATUSES = (AutoReplyStatus.PENDING, AutoReplyStatus.SENDING)
 # Both need a person: 'uncertain' ones are never retried automatically.
 AUTO_REPLY_FAILED_STATUSES = (AutoReplyStatus.FAILED, AutoReplyStatus.UNCERTAIN)
