@@ -1,8 +1,9 @@
 import pytest
 from django.urls import reverse
 
-from autoresponse.models import EmailTemplate, RuleCondition
-from tests.factories import AutoResponseRuleFactory, EmailTemplateFactory, UserFactory
+from autoresponse.models import AutoReplyStatus, EmailTemplate, RuleCondition
+from mailhub import tasks
+from tests.factories import AutoReplyFactory, AutoResponseRuleFactory, EmailTemplateFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -93,3 +94,24 @@ def test_template_admin_lists_templates(admin_client):
     EmailTemplateFactory(name="welcome")
     page = admin_client.get(reverse("admin:autoresponse_emailtemplate_changelist"))
     assert "welcome" in page.content.decode()
+
+
+def test_resend_by_hand_enqueues_each_selected_reply_once_after_commit(
+    admin_client, monkeypatch, django_capture_on_commit_callbacks
+):
+    message = "From: support@acme.example\r\nTo: ann@customer.example\r\nSubject: Re\r\n\r\nhi\r\n"
+    replies = [
+        AutoReplyFactory(status=status, rendered_message=message)
+        for status in (AutoReplyStatus.UNCERTAIN, AutoReplyStatus.FAILED)
+    ]
+    enqueued = []
+    monkeypatch.setattr(tasks.send_auto_reply, "delay", enqueued.append)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        admin_client.post(
+            reverse("admin:autoresponse_autoreply_changelist"),
+            {"action": "resend_by_hand", "_selected_action": [reply.pk for reply in replies]},
+        )
+    assert enqueued == []  # nothing is sent before the rows are committed as pending
+    for callback in callbacks:
+        callback()
+    assert sorted(enqueued) == sorted(reply.pk for reply in replies)
