@@ -32,7 +32,7 @@ from mailboxes.smtp import SmtpError, smtp_send_raw
 from .conditions import ConditionSpec, EmailFacts, RegexBudget, rule_matches
 from .loops import LoopCheckInput, address_key, answered_address, suppression_reason
 from .models import AutoReply, AutoReplyStatus, AutoResponseRule
-from .rendering import TemplateProblem, header_safe, template_render
+from .rendering import TemplateProblem, header_value_safe, template_render
 
 logger = logging.getLogger("mailhub.autoresponse")
 
@@ -222,20 +222,20 @@ def compose_auto_reply(*, email: Email, rule: AutoResponseRule, recipient: str) 
     mailbox = email.mailbox
     context = template_context(email)
     template = rule.template
-    subject = header_safe(template_render(template.subject, context, html=False))
+    subject = header_value_safe(template_render(template.subject, context, html=False))
     text = template_render(template.text_body, context, html=False)
     html = template_render(template.html_body, context, html=True) if template.html_body.strip() else ""
 
     message = EmailMessage()
-    message["From"] = formataddr((header_safe(mailbox.label), mailbox.email))
+    message["From"] = formataddr((header_value_safe(mailbox.label), mailbox.email))
     message["To"] = recipient
-    message["Subject"] = subject or "Re: " + header_safe(email.subject)
+    message["Subject"] = subject or "Re: " + header_value_safe(email.subject)
     message["Date"] = format_datetime(timezone.now())
     message["Message-ID"] = make_msgid(domain=mailbox.email.rpartition("@")[2] or "mailhub.invalid")
     if email.message_id:
-        message["In-Reply-To"] = header_safe(email.message_id)
+        message["In-Reply-To"] = header_value_safe(email.message_id)
         references = [ref for ref in email.references.split() if ref] + [email.message_id]
-        message["References"] = header_safe(" ".join(references[-20:]))
+        message["References"] = header_value_safe(" ".join(references[-20:]))
     # RFC 3834 §5: mark the message as an automatic reply; Microsoft servers honour the other.
     message["Auto-Submitted"] = "auto-replied"
     message["X-Auto-Response-Suppress"] = "All"
