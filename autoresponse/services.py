@@ -29,10 +29,11 @@ from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
-from .conditions import ConditionSpec, EmailFacts, RegexBudget, rule_matches
+from .conditions import ConditionSpec, EmailFacts, rule_matches
 from .loops import LoopCheckInput, address_key, answered_address, suppression_reason
 from .models import AutoReply, AutoReplyStatus, AutoResponseRule
 from .rendering import TemplateProblem, header_value_safe, template_render
+from .safe_regex import RegexBudget
 
 logger = logging.getLogger("mailhub.autoresponse")
 

@@ -410,13 +410,13 @@ def test_encoded_reply_to_name_cannot_route_the_reply_to_our_own_mailbox(mailbox
 def test_a_timed_out_regex_condition_is_recorded_and_not_answered(
     mailbox, template, smtp_server, monkeypatch
 ):
-    from autoresponse import conditions
+    from autoresponse import safe_regex
 
     class TimesOut:
         def search(self, text, timeout):
             raise TimeoutError
 
-    monkeypatch.setattr(conditions, "_compile", lambda pattern: TimesOut())
+    monkeypatch.setattr(safe_regex, "_compile", lambda pattern: TimesOut())
     rule = AutoResponseRuleFactory(mailbox=mailbox, template=template)
     RuleConditionFactory(rule=rule, field="subject", operator="regex", value="(a+)+$")
     assert process_and_send(new_email(mailbox)) == []
