@@ -336,20 +336,16 @@ def send_retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
 
 
-def auto_replies_due(*, mailbox_id: int, created_before: datetime | None = None) -> list[int]:
-    """Pending auto-replies whose (re)try time has come: a lost task or a crash is caught up by
-    the next poll. Stale 'sending' rows become 'uncertain' here, never resent."""
-    now = timezone.now()
-    AutoReply.objects.filter(
-        email__mailbox_id=mailbox_id, status=AutoReplyStatus.SENDING, claimed_at__lt=now - STALE_SENDING_AFTER
-    ).update(
+def auto_replies_mark_stale_sending(*, mailbox_id: int) -> int:
+    """Rows left 'sending' longer than STALE_SENDING_AFTER belong to a worker that died mid-send:
+    they become 'uncertain', never resent (the message may be out). Returns how many."""
+    stale = AutoReply.objects.filter(
+        email__mailbox_id=mailbox_id,
+        status=AutoReplyStatus.SENDING,
+        claimed_at__lt=timezone.now() - STALE_SENDING_AFTER,
+    )
+    return stale.update(
         status=AutoReplyStatus.UNCERTAIN,
         reason="interrupted while sending (outcome unknown); not retried so that no second copy can "
         "go out, resend by hand if it did not arrive",
     )
-    due = AutoReply.objects.filter(email__mailbox_id=mailbox_id, status=AutoReplyStatus.PENDING).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
-    if created_before is not None:
-        due = due.filter(created_at__lt=created_before)
-    return list(due.order_by("pk").values_list("pk", flat=True))
