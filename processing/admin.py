@@ -1,8 +1,13 @@
+from __future__ import annotations
+
 from django.contrib import admin
+from django.forms import ModelForm
+from django.http import HttpRequest
 
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
 
 from .models import Case, Lead
+from .services.cases import case_number_allocate
 
 
 @admin.register(Lead)
@@ -27,3 +32,10 @@ class CaseAdmin(MailboxScopedMixin, admin.ModelAdmin):
     @admin.display(description="number", ordering="number")
     def reference(self, case: Case) -> str:
         return case.reference
+
+    def save_model(self, request: HttpRequest, obj: Case, form: ModelForm[Case], change: bool) -> None:
+        # A case added by hand gets its number like any other (the number is not editable).
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            case_number_allocate(case=obj)
