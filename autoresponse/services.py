@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, make_msgid
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
@@ -54,7 +55,7 @@ def email_facts(email: Email) -> EmailFacts:
     )
 
 
-def template_context(email: Email) -> dict:
+def template_context(email: Email) -> dict[str, Any]:
     """Plain values only: the sandboxed template never sees an ORM object."""
     case = email.case
     lead = email.lead

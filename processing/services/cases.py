@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.db import IntegrityError, transaction
 from django.db.models import Max
 from django.utils import timezone
@@ -9,6 +11,9 @@ from django.utils import timezone
 from mailboxes import limits
 from mailboxes.models import Email
 from processing.models import FIRST_CASE_NUMBER, Case, CaseEvent, CaseStatus
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # settings.AUTH_USER_MODEL
 
 # Concurrent creators that keep colliding give up after this many numbers.
 _NUMBER_ATTEMPTS = 20
@@ -68,11 +73,13 @@ def case_add_reply(*, case: Case, email: Email) -> Case:
     return case
 
 
-def _username(user) -> str:
+def _username(user: User | None) -> str:
     return user.get_username() if user is not None else ""
 
 
-def case_update(*, case_id: int, user, status: str, priority: str, assignee) -> list[CaseEvent]:
+def case_update(
+    *, case_id: int, user: User, status: str, priority: str, assignee: User | None
+) -> list[CaseEvent]:
     """Change a case's status, priority and assignee, recording one CaseEvent per changed field.
 
     The old values are read from the row locked in this transaction, not from the page the user
