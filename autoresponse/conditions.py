@@ -1,74 +1,37 @@
 """Conditions of auto-response rules, evaluated against the facts of one incoming email.
 
 Pure Python: no ORM, no settings, no network. The database layer turns `RuleCondition` rows into
-`ConditionSpec` and an incoming `Email` into `EmailFacts`, then calls `rule_matches`.
+`ConditionSpec` and an incoming `Email` into `EmailFacts`, then calls `rule_matches`. The fields,
+operators and match modes are defined here once (`ConditionField`, `ConditionOperator`,
+`MatchMode`, with their labels); the models use them as choices.
 
-Semantics (shown to admins in the rule editor, keep in sync):
-
-* A rule is a list of conditions and a match mode: ``"all"`` (every condition holds) or ``"any"``
-  (at least one holds). A rule without conditions matches every email, whatever the mode.
-* Every comparison is case-insensitive (Unicode case folding, so ``STRASSE`` equals ``straße``).
-* Fields:
-
-  - ``subject``, ``text_body``, ``sender_address``, ``sender_name``: one text each.
-  - ``to``, ``cc``: one candidate text per recipient *and per form*: the bare address
-    (``jane@example.com``) and, when the recipient has a display name, ``Jane Doe
-    <jane@example.com>``. A condition holds when it holds for at least one candidate, except:
-    ``not_contains`` holds only when *no* candidate contains the value (it is the negation of
-    ``contains`` over the whole field); ``is_empty`` means "no recipients", ``is_not_empty`` "at
-    least one".
-  - ``header``: every value of the header named ``header_name`` (name compared case-insensitively),
-    with the same any-candidate / whole-field-negation rules as ``to``/``cc``. An absent header is
-    empty: ``is_empty`` holds, ``contains``/``equals``/... do not, ``not_contains`` does.
-
-* Operators:
-
-  - ``contains`` / ``not_contains``: substring test; the value is used verbatim (a value
-    ``"Re: "`` requires the space).
-  - ``equals``: both sides stripped of surrounding whitespace, then compared.
-  - ``starts_with`` / ``ends_with``: the field text is stripped of surrounding whitespace (so a
-    trailing newline of a body does not defeat ``ends_with``); so is the value on its outer side
-    only (``"Re: "`` as a prefix still requires the space after the colon).
-  - ``regex``: a `regex`-module pattern (Python ``re`` syntax), searched anywhere in the text
-    (anchor with ``^``/``$`` yourself), case-insensitive with full case folding; inline flags
-    such as ``(?m)`` or ``(?s)`` work. At match time each search gets `REGEX_TIMEOUT` seconds
-    and only the first `REGEX_INPUT_LIMIT` characters of the text, and all regex searches for one
-    email together (every candidate of every condition of every rule) share one `RegexBudget`
-    of `REGEX_EMAIL_BUDGET` seconds: each search gets what is left of it, and once it is used
-    up the remaining regex tests do not run. A timeout counts as "no match", is logged and is
-    counted on the budget, so the caller can record why the rule did not answer.
-  - ``is_empty`` / ``is_not_empty``: a text is empty when it is blank (only whitespace); the
-    value is ignored.
-
-* Line folding in header values (CRLF followed by blanks) is undone before comparing.
-* Matching never raises: an invalid condition (unknown field, operator, an uncompilable regex
-  saved before validation existed...) does not hold, not even a negative one, and is logged.
-  ``rule_matches`` with an unknown match mode matches nothing. Invalid input is refused earlier by
-  `validate_condition`, which raises `ConditionError` with a message for the admin.
+Every comparison is case-insensitive with Unicode case folding (``STRASSE`` equals ``straße``),
+and header line folding (RFC 5322 §2.2.3) is undone first. A multi-valued field (``to``, ``cc``,
+a header) holds when one of its values does, except that ``not_contains`` is the negation of
+``contains`` over the whole field. Matching never raises: an invalid condition does not hold,
+not even a negative one, and is logged; `validate_condition` refuses it earlier with a message
+for the admin. Regex safety (save-time probing, the per-email time budget) is
+`autoresponse.safe_regex`.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from enum import StrEnum
 
 import regex
 
+from .safe_regex import RegexBudget, RegexRefused, regex_check, regex_search
+
 __all__ = [
-    "FIELDS",
-    "MATCH_MODES",
-    "OPERATORS",
-    "REGEX_EMAIL_BUDGET",
-    "REGEX_INPUT_LIMIT",
-    "REGEX_MAX_LENGTH",
-    "REGEX_TIMEOUT",
     "ConditionError",
+    "ConditionField",
+    "ConditionOperator",
     "ConditionSpec",
     "EmailFacts",
-    "RegexBudget",
+    "MatchMode",
     "condition_matches",
     "rule_matches",
     "validate_condition",
@@ -76,51 +39,56 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-FIELDS = ("subject", "text_body", "sender_address", "sender_name", "to", "cc", "header")
-OPERATORS = (
-    "contains",
-    "not_contains",
-    "equals",
-    "starts_with",
-    "ends_with",
-    "regex",
-    "is_empty",
-    "is_not_empty",
-)
-MATCH_MODES = ("all", "any")
 
-#: Operators that ignore the value.
-_VALUELESS = frozenset({"is_empty", "is_not_empty"})
+class ConditionField(StrEnum):
+    SUBJECT = "subject"
+    TEXT_BODY = "text_body"
+    SENDER_ADDRESS = "sender_address"
+    SENDER_NAME = "sender_name"
+    TO = "to"
+    CC = "cc"
+    HEADER = "header"
 
-#: Longest accepted pattern (the model column is 500 characters as well).
-REGEX_MAX_LENGTH = 500
-#: Seconds one regex search may take at match time before it counts as "no match".
-REGEX_TIMEOUT = 0.1
-#: Seconds all regex searches for one email may take together (200 recipients x 0.1 s was 20 s).
-REGEX_EMAIL_BUDGET = 0.5
-_MIN_REGEX_TIMEOUT = 0.001
-#: Characters of a text that a regex sees at match time (a body can be megabytes).
-REGEX_INPUT_LIMIT = 100_000
+    @property
+    def label(self) -> str:
+        return _FIELD_LABELS[self]
 
-#: Save-time probe: adversarial inputs of this length...
-_PROBE_LENGTH = 5000
-#: ...each searched with this timeout...
-_PROBE_TIMEOUT = 0.25
-#: ...and all of them together within this budget (keeps the admin form responsive).
-_PROBE_BUDGET = 2.0
-#: Characters whose long runs trip typical catastrophic patterns, on top of the pattern's own.
-_PROBE_CHARS = "a0 \t.-_@é"
-#: What follows the run: something most patterns fail on, so that the engine backtracks.
-_PROBE_TAILS = ("!", "\n", "\x00", "")
-_PROBE_MAX_PATTERN_CHARS = 16
 
-#: The `regex` module expands fixed repetitions while compiling: ``(?:a{1000}){1000}`` takes
-#: hundreds of MB before any input is seen, so counts are bounded before compiling.
-_MAX_REPEAT = 1000
-_MAX_REPEAT_PRODUCT = 10_000
+class ConditionOperator(StrEnum):
+    CONTAINS = "contains"
+    NOT_CONTAINS = "not_contains"
+    EQUALS = "equals"
+    STARTS_WITH = "starts_with"
+    ENDS_WITH = "ends_with"
+    REGEX = "regex"
+    IS_EMPTY = "is_empty"
+    IS_NOT_EMPTY = "is_not_empty"
 
-# FULLCASE: the same case folding as the other operators (casefold), so STRASSE matches straße.
-_FLAGS = regex.IGNORECASE | regex.FULLCASE | regex.UNICODE | regex.VERSION0
+    @property
+    def label(self) -> str:
+        return _OPERATORS[self].label
+
+
+class MatchMode(StrEnum):
+    ALL = "all"
+    ANY = "any"
+
+    @property
+    def label(self) -> str:
+        return _MATCH_MODE_LABELS[self]
+
+
+_FIELD_LABELS = {
+    ConditionField.SUBJECT: "Subject",
+    ConditionField.TEXT_BODY: "Text body",
+    ConditionField.SENDER_ADDRESS: "Sender address",
+    ConditionField.SENDER_NAME: "Sender name",
+    ConditionField.TO: "To",
+    ConditionField.CC: "Cc",
+    ConditionField.HEADER: "Header (named)",
+}
+
+_MATCH_MODE_LABELS = {MatchMode.ALL: "All conditions", MatchMode.ANY: "Any condition"}
 
 
 class ConditionError(ValueError):
@@ -146,125 +114,81 @@ class EmailFacts:
     headers: list[tuple[str, str]]  # top-level headers in order, decoded
 
 
-@dataclass
-class RegexBudget:
-    """The regex time of one email, shared by all its conditions (see the module docstring)."""
+# --------------------------------------------------------------------------- operators
 
-    remaining: float = REGEX_EMAIL_BUDGET
-    clock: Callable[[], float] = time.monotonic
-    #: Searches that timed out or were skipped because the budget was used up.
-    timeouts: int = 0
+
+def _fold(text: str) -> str:
+    return (text or "").casefold()
+
+
+#: How an operator decides on the candidate texts of a field (an empty list: the field is empty).
+_Test = Callable[[list[str], str, RegexBudget], bool]
+
+
+def _contains(candidates: list[str], value: str, _budget: RegexBudget) -> bool:
+    # The value is used verbatim: a value "Re: " requires the space.
+    wanted = _fold(value)
+    return any(wanted in _fold(text) for text in candidates)
+
+
+def _not_contains(candidates: list[str], value: str, budget: RegexBudget) -> bool:
+    # The negation of contains over the whole field: no candidate contains the value.
+    return not _contains(candidates, value, budget)
+
+
+def _equals(candidates: list[str], value: str, _budget: RegexBudget) -> bool:
+    wanted = _fold(value).strip()
+    return any(_fold(text).strip() == wanted for text in candidates)
+
+
+# The field is stripped (a body's trailing newline must not defeat ends_with), so blanks on the
+# outer side of the value could never match; the inner side stays verbatim ("Re: " as a prefix
+# still requires the space).
+def _starts_with(candidates: list[str], value: str, _budget: RegexBudget) -> bool:
+    prefix = _fold(value).lstrip()
+    return any(_fold(text).strip().startswith(prefix) for text in candidates)
+
+
+def _ends_with(candidates: list[str], value: str, _budget: RegexBudget) -> bool:
+    suffix = _fold(value).rstrip()
+    return any(_fold(text).strip().endswith(suffix) for text in candidates)
+
+
+def _regex(candidates: list[str], value: str, budget: RegexBudget) -> bool:
+    # Searched anywhere in the text (anchors are the admin's), within the email's budget.
+    return any(regex_search(value, text, budget) for text in candidates)
+
+
+# A text is empty when it is blank (only whitespace); the value is ignored.
+def _is_empty(candidates: list[str], _value: str, _budget: RegexBudget) -> bool:
+    return not any(text.strip() for text in candidates)
+
+
+def _is_not_empty(candidates: list[str], _value: str, _budget: RegexBudget) -> bool:
+    return any(text.strip() for text in candidates)
+
+
+@dataclass(frozen=True)
+class _Operator:
+    label: str
+    test: _Test
+    needs_value: bool = True
+
+
+#: The one table of operators: label for the admin, behaviour, whether a value is needed.
+_OPERATORS: dict[ConditionOperator, _Operator] = {
+    ConditionOperator.CONTAINS: _Operator("contains", _contains),
+    ConditionOperator.NOT_CONTAINS: _Operator("does not contain", _not_contains),
+    ConditionOperator.EQUALS: _Operator("equals", _equals),
+    ConditionOperator.STARTS_WITH: _Operator("starts with", _starts_with),
+    ConditionOperator.ENDS_WITH: _Operator("ends with", _ends_with),
+    ConditionOperator.REGEX: _Operator("matches regular expression", _regex),
+    ConditionOperator.IS_EMPTY: _Operator("is empty", _is_empty, needs_value=False),
+    ConditionOperator.IS_NOT_EMPTY: _Operator("is not empty", _is_not_empty, needs_value=False),
+}
 
 
 # --------------------------------------------------------------------------- validation
-
-
-def _check_repeat_counts(pattern: str) -> None:
-    """Refuse explicit repetition counts that would make the compiled pattern huge.
-
-    A deliberately simple scanner: it skips escapes and character classes, tracks groups, and
-    multiplies the ``{m}``/``{m,n}`` counts along each nesting path. It may over-estimate (e.g. a
-    literal ``{12}``), which only refuses patterns nobody needs.
-    """
-    stack: list[int] = []  # per open group: the largest count product inside it so far
-    current = 1  # largest product at the current level
-    last_group = 1  # product inside the group that just closed (the atom a quantifier follows)
-    i, n = 0, len(pattern)
-    while i < n:
-        ch = pattern[i]
-        if ch == "\\":
-            i += 2
-            last_group = 1
-            continue
-        if ch == "[":
-            i += 1
-            if i < n and pattern[i] == "^":
-                i += 1
-            if i < n and pattern[i] == "]":
-                i += 1
-            while i < n and pattern[i] != "]":
-                i += 2 if pattern[i] == "\\" else 1
-            i += 1
-            last_group = 1
-            continue
-        if ch == "(":
-            stack.append(current)
-            current = 1
-            i += 1
-            continue
-        if ch == ")":
-            last_group = current
-            current = stack.pop() if stack else 1
-            current = max(current, last_group)
-            i += 1
-            continue
-        if ch == "{":
-            match = regex.match(r"\{(\d*)(?:,(\d*))?\}", pattern[i:])
-            if match and (match.group(1) or match.group(2)):
-                count = max(int(g) for g in match.groups() if g)
-                if count > _MAX_REPEAT:
-                    raise ConditionError(f"Repetition count {count} is too large (at most {_MAX_REPEAT}).")
-                product = count * last_group
-                if product > _MAX_REPEAT_PRODUCT:
-                    raise ConditionError(
-                        "Nested repetition counts are too large "
-                        f"({product} repetitions, at most {_MAX_REPEAT_PRODUCT})."
-                    )
-                current = max(current, product)
-                last_group = 1
-                i += match.end()
-                continue
-        last_group = 1
-        i += 1
-
-
-@functools.lru_cache(maxsize=512)
-def _compile(pattern: str) -> regex.Pattern[str]:
-    """Compile a pattern after the size checks; raises ConditionError (not cached)."""
-    if len(pattern) > REGEX_MAX_LENGTH:
-        raise ConditionError(
-            f"The regular expression is too long ({len(pattern)} characters, at most {REGEX_MAX_LENGTH})."
-        )
-    _check_repeat_counts(pattern)
-    try:
-        return regex.compile(pattern, _FLAGS)
-    # regex.error for syntax; Overflow/Value/Recursion for absurd counts, escapes or nesting.
-    except (regex.error, OverflowError, ValueError, RecursionError) as exc:
-        raise ConditionError(f"The regular expression does not compile: {exc}") from None
-
-
-def _probe_inputs(pattern: str) -> list[str]:
-    """Adversarial texts: a long run of one character followed by a character that fails."""
-    own = []
-    for ch in pattern:
-        if ch.isprintable() and not ch.isspace() and ch not in own and ch not in _PROBE_CHARS:
-            own.append(ch)
-    chars = list(_PROBE_CHARS) + own[:_PROBE_MAX_PATTERN_CHARS]
-    return [ch * _PROBE_LENGTH + tail for ch in chars for tail in _PROBE_TAILS]
-
-
-def _probe(compiled: regex.Pattern[str]) -> None:
-    """Refuse a pattern that backtracks catastrophically (ReDoS) on adversarial input.
-
-    Exponential patterns such as ``(a+)+$`` time out on a 5000-character run; linear ones finish
-    in microseconds. A polynomial pattern may pass and is then still bounded at match time by
-    `REGEX_TIMEOUT`.
-    """
-    deadline = time.monotonic() + _PROBE_BUDGET
-    for text in _probe_inputs(compiled.pattern):
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise ConditionError(
-                "The regular expression is too slow on long inputs; simplify it (avoid nested "
-                "repetition such as (a+)+ or (.*)*)."
-            )
-        try:
-            compiled.search(text, timeout=min(_PROBE_TIMEOUT, remaining))
-        except TimeoutError:
-            raise ConditionError(
-                "The regular expression can take too long on some inputs (catastrophic "
-                "backtracking); avoid nested repetition such as (a+)+ or (\\w+\\s?)+."
-            ) from None
 
 
 def _valid_header_name(name: str) -> bool:
@@ -274,37 +198,38 @@ def _valid_header_name(name: str) -> bool:
 
 def validate_condition(spec: ConditionSpec) -> None:
     """Raise ConditionError (message for the admin) if `spec` cannot be saved."""
-    if spec.field not in FIELDS:
+    if spec.field not in _FIELD_LABELS:
         raise ConditionError(f"Unknown field {spec.field!r}.")
-    if spec.operator not in OPERATORS:
+    if spec.operator not in _OPERATORS:
         raise ConditionError(f"Unknown operator {spec.operator!r}.")
-    if spec.field == "header":
+    if spec.field == ConditionField.HEADER:
         name = (spec.header_name or "").strip()
         if not name:
             raise ConditionError("A header condition needs the header name (e.g. X-Priority).")
         if not _valid_header_name(name):
             raise ConditionError(f"{name!r} is not a valid header name.")
-    if spec.operator in _VALUELESS:
+    if not _OPERATORS[ConditionOperator(spec.operator)].needs_value:
         return
     if not (spec.value or "").strip():
         raise ConditionError("This operator needs a value.")
-    if spec.operator == "regex":
-        _probe(_compile(spec.value))
+    if spec.operator == ConditionOperator.REGEX:
+        try:
+            regex_check(spec.value)
+        except RegexRefused as exc:
+            raise ConditionError(str(exc)) from None
 
 
 # --------------------------------------------------------------------------- matching
 
 
-def _fold(text: str) -> str:
-    return (text or "").casefold()
-
-
 def _unfold(text: str) -> str:
     # RFC 5322 §2.2.3: unfolding removes the CRLF that precedes folding whitespace.
-    return regex.sub(r"\r?\n(?=[ \t])", "", text or "")
+    return str(regex.sub(r"\r?\n(?=[ \t])", "", text or ""))
 
 
 def _recipient_candidates(recipients: list[tuple[str, str]]) -> list[str]:
+    """One text per recipient and per form: the bare address and, with a display name,
+    ``Jane Doe <jane@example.com>``."""
     candidates = []
     for name, address in recipients or []:
         name, address = (name or "").strip(), (address or "").strip()
@@ -318,98 +243,49 @@ def _recipient_candidates(recipients: list[tuple[str, str]]) -> list[str]:
 
 
 def _candidates(spec: ConditionSpec, facts: EmailFacts) -> list[str]:
-    """The texts a condition is tested against; an empty list means the field is empty."""
+    """The texts a condition is tested against; an empty list means the field is empty (an
+    absent header, no recipients)."""
     field = spec.field
-    if field == "to":
+    if field == ConditionField.TO:
         return _recipient_candidates(facts.to)
-    if field == "cc":
+    if field == ConditionField.CC:
         return _recipient_candidates(facts.cc)
-    if field == "header":
+    if field == ConditionField.HEADER:
         wanted = (spec.header_name or "").strip().lower()
         return [
             _unfold(value or "")
             for name, value in facts.headers or []
             if (name or "").strip().lower() == wanted
         ]
-    if field == "subject":
+    if field == ConditionField.SUBJECT:
         return [_unfold(facts.subject or "")]
-    if field == "sender_name":
+    if field == ConditionField.SENDER_NAME:
         return [_unfold(facts.sender_name or "")]
-    if field == "sender_address":
+    if field == ConditionField.SENDER_ADDRESS:
         return [(facts.sender_address or "").strip()]
     return [facts.text_body or ""]  # text_body
 
 
-def _regex_search(pattern: str, text: str, budget: RegexBudget) -> bool:
-    try:
-        compiled = _compile(pattern)
-    except ConditionError as exc:
-        logger.warning("auto-response condition: regex %r is invalid: %s", pattern, exc)
-        return False
-    timeout = min(REGEX_TIMEOUT, budget.remaining)
-    if timeout < _MIN_REGEX_TIMEOUT:  # used up (a float remainder is not time to search in)
-        budget.timeouts += 1
-        return False
-    started = budget.clock()
-    try:
-        return compiled.search(text[:REGEX_INPUT_LIMIT], timeout=timeout) is not None
-    except TimeoutError:
-        budget.timeouts += 1
-        logger.warning(
-            "auto-response condition: regex %r timed out after %ss on %d characters; treated as no match",
-            pattern,
-            timeout,
-            min(len(text), REGEX_INPUT_LIMIT),
-        )
-        return False
-    finally:
-        budget.remaining -= budget.clock() - started
-
-
-def _positive_test(operator: str, value: str, budget: RegexBudget) -> Callable[[str], bool]:
-    """The per-candidate test of a positive operator."""
-    if operator == "regex":
-        return lambda text: _regex_search(value, text, budget)
-    wanted = _fold(value)
-    if operator == "contains":
-        return lambda text: wanted in _fold(text)
-    if operator == "equals":
-        stripped = wanted.strip()
-        return lambda text: _fold(text).strip() == stripped
-    # The field is stripped, so blanks on the outer side of the value could never match; the
-    # inner side stays verbatim ("Re: " still requires the space).
-    if operator == "starts_with":
-        prefix = wanted.lstrip()
-        return lambda text: _fold(text).strip().startswith(prefix)
-    suffix = wanted.rstrip()
-    return lambda text: _fold(text).strip().endswith(suffix)  # ends_with
-
-
-def _is_valid_for_matching(spec: ConditionSpec) -> bool:
-    if spec.field not in FIELDS or spec.operator not in OPERATORS:
-        return False
-    if spec.field == "header" and not (spec.header_name or "").strip():
-        return False
-    return spec.operator in _VALUELESS or bool((spec.value or "").strip())
+def _operator_for_matching(spec: ConditionSpec) -> _Operator | None:
+    """The operator of a condition that can be evaluated, else None."""
+    if spec.field not in _FIELD_LABELS or spec.operator not in _OPERATORS:
+        return None
+    if spec.field == ConditionField.HEADER and not (spec.header_name or "").strip():
+        return None
+    operator = _OPERATORS[ConditionOperator(spec.operator)]
+    if operator.needs_value and not (spec.value or "").strip():
+        return None
+    return operator
 
 
 def condition_matches(spec: ConditionSpec, facts: EmailFacts, budget: RegexBudget | None = None) -> bool:
     """Whether one condition holds for the email. Never raises (see the module docstring)."""
     budget = RegexBudget() if budget is None else budget
-    if not _is_valid_for_matching(spec):
+    operator = _operator_for_matching(spec)
+    if operator is None:
         logger.warning("auto-response condition %r is invalid and does not match", spec)
         return False
-    candidates = _candidates(spec, facts)
-    non_blank = [text for text in candidates if text.strip()]
-    if spec.operator == "is_empty":
-        return not non_blank
-    if spec.operator == "is_not_empty":
-        return bool(non_blank)
-    if spec.operator == "not_contains":
-        wanted = _fold(spec.value)
-        return not any(wanted in _fold(text) for text in candidates)
-    test = _positive_test(spec.operator, spec.value, budget)
-    return any(test(text) for text in candidates)
+    return operator.test(_candidates(spec, facts), spec.value, budget)
 
 
 def rule_matches(
@@ -417,13 +293,14 @@ def rule_matches(
 ) -> bool:
     """Whether a rule with these conditions and match mode ("all" / "any") matches the email.
 
-    Pass the same `budget` for every rule of one email: it bounds their regex time together.
+    A rule without conditions matches every email; an unknown match mode matches nothing. Pass
+    the same `budget` for every rule of one email: it bounds their regex time together.
     """
-    if match not in MATCH_MODES:
+    if match not in _MATCH_MODE_LABELS:
         logger.warning("auto-response rule has unknown match mode %r; it matches nothing", match)
         return False
     if not specs:
         return True
     budget = RegexBudget() if budget is None else budget
     results = (condition_matches(spec, facts, budget) for spec in specs)
-    return all(results) if match == "all" else any(results)
+    return all(results) if match == MatchMode.ALL else any(results)

@@ -1,38 +1,13 @@
 """Never start a mail loop: decide whether an incoming email may get an automatic reply.
 
-Pure functions over the already parsed top-level headers of the incoming email; no database, no
-network. `suppression_reason` returns ``None`` when an auto-reply is allowed, otherwise a short,
-specific reason that is stored on the `AutoReply` row and shown to admins.
-
-The rules follow RFC 3834 ("Recommendations for Automatic Responses to Electronic Mail") and what
-help-desk systems (Zammad, OTRS/Znuny, FreeScout) learned the hard way:
-
-* RFC 3834 §2: never answer a message whose ``Auto-Submitted`` field has any value other than
-  ``no``; a responder may (and should) also refuse messages that look automatic or bulk:
-  ``Precedence: bulk/junk/list``, mailing-list fields (``List-Id`` RFC 2919, ``List-Unsubscribe``
-  RFC 2369), a null envelope sender (``Return-Path: <>``, which bounces and other automatic
-  messages carry precisely so that nobody answers them).
-* RFC 3834 §3.1: our own replies carry ``Auto-Submitted: auto-replied`` (added by the sending layer),
-  so a well-behaved responder on the other side will not answer us back; for the ones that are
-  not well behaved, the vendor fields below catch what the RFC does not.
-* Microsoft Exchange/Outlook mark mail with ``X-Auto-Response-Suppress`` (values ``All``,
-  ``AutoReply``, ``OOF``, ``DR``, ``NDR``, ``RN``, ``NRN``): any of them means "do not answer".
-* Older autoresponders add ``X-Autoreply`` / ``X-Autorespond``; ticket systems and list managers
-  add ``X-Loop``: their mere presence suppresses.
-* Delivery and read reports (``Content-Type: multipart/report``, RFC 6522) are never answered.
-* Robot senders (mailer-daemon, postmaster, no-reply, bounces, ...) never read the answer, and an
-  answer to one of *our own* mailboxes is the classic two-mailbox loop.
-
-Where the answer goes and what is checked are the same thing: `answered_address` picks the one
-address an auto-reply goes to from the *parsed* Reply-To pairs and From (the MIME parser decoded
-RFC 2047 display names, quoted commas and groups once), and `suppression_reason` checks exactly
-that address. Re-parsing the decoded header text would read a display name such as
-``=?utf-8?q?jane=40customer.example?= <support@our.example>`` as a different address than the
-one answered.
-
-Rate limiting (one auto-reply per answered address per mailbox per time window, and a per-mailbox
-hourly cap) is the last line of defence and lives in the database layer, not here;
-`address_key` gives it the normalised form of the answered address.
+Pure functions over the parsed top-level headers; no database, no network. `suppression_reason`
+returns None when an auto-reply is allowed, else a short reason stored on the `AutoReply` row.
+The rules are RFC 3834's plus the vendor fields that help-desk systems (Zammad, OTRS/Znuny,
+FreeScout) learned to honour; each check below cites its source. `answered_address` picks the
+one address a reply goes to from the *parsed* Reply-To/From pairs and `suppression_reason`
+checks exactly that address: re-parsing decoded header text could read an RFC 2047 display name
+as a different address than the one answered. The rate limits live in the database layer;
+`address_key` gives them the normalised answered address.
 """
 
 from __future__ import annotations

@@ -4,6 +4,13 @@ from __future__ import annotations
 
 from django.db import models
 
+from .conditions import ConditionField, ConditionOperator, MatchMode
+
+
+def _choices(kind: type[ConditionField | ConditionOperator | MatchMode]) -> list[tuple[str, str]]:
+    # The pure module defines the values and their labels once; the columns only list them.
+    return [(member.value, member.label) for member in kind]
+
 
 class EmailTemplate(models.Model):
     name = models.CharField(max_length=100, unique=True)
@@ -20,11 +27,6 @@ class EmailTemplate(models.Model):
         return self.name
 
 
-class MatchMode(models.TextChoices):
-    ALL = "all", "All conditions"
-    ANY = "any", "Any condition"
-
-
 class AutoResponseRule(models.Model):
     mailbox = models.ForeignKey(
         "mailboxes.Mailbox", on_delete=models.CASCADE, related_name="auto_response_rules"
@@ -32,7 +34,7 @@ class AutoResponseRule(models.Model):
     name = models.CharField(max_length=100)
     is_active = models.BooleanField(default=True)
     order = models.PositiveIntegerField(default=0, help_text="Rules are tried in ascending order.")
-    match = models.CharField(max_length=3, choices=MatchMode.choices, default=MatchMode.ALL)
+    match = models.CharField(max_length=3, choices=_choices(MatchMode), default=MatchMode.ALL.value)
     template = models.ForeignKey(EmailTemplate, on_delete=models.PROTECT, related_name="rules")
     stop_after_match = models.BooleanField(
         "stop after this rule", default=True, help_text="When this rule matches, try no later rule."
@@ -53,32 +55,11 @@ class AutoResponseRule(models.Model):
         return f"{self.mailbox.label}: {self.name}"
 
 
-class ConditionField(models.TextChoices):
-    SUBJECT = "subject", "Subject"
-    TEXT_BODY = "text_body", "Text body"
-    SENDER_ADDRESS = "sender_address", "Sender address"
-    SENDER_NAME = "sender_name", "Sender name"
-    TO = "to", "To"
-    CC = "cc", "Cc"
-    HEADER = "header", "Header (named)"
-
-
-class ConditionOperator(models.TextChoices):
-    CONTAINS = "contains", "contains"
-    NOT_CONTAINS = "not_contains", "does not contain"
-    EQUALS = "equals", "equals"
-    STARTS_WITH = "starts_with", "starts with"
-    ENDS_WITH = "ends_with", "ends with"
-    REGEX = "regex", "matches regular expression"
-    IS_EMPTY = "is_empty", "is empty"
-    IS_NOT_EMPTY = "is_not_empty", "is not empty"
-
-
 class RuleCondition(models.Model):
     rule = models.ForeignKey(AutoResponseRule, on_delete=models.CASCADE, related_name="conditions")
-    field = models.CharField(max_length=20, choices=ConditionField.choices)
+    field = models.CharField(max_length=20, choices=_choices(ConditionField))
     header_name = models.CharField(max_length=100, blank=True, help_text="Only for the 'Header' field.")
-    operator = models.CharField(max_length=20, choices=ConditionOperator.choices)
+    operator = models.CharField(max_length=20, choices=_choices(ConditionOperator))
     value = models.CharField(max_length=500, blank=True)
 
     class Meta:

@@ -1,579 +1,52 @@
-"""Jinja2 templates of auto-responses, rendered in a locked-down sandbox.
+"""mailhub's template contract: what an auto-response template sees, and how it is checked.
 
-Pure Python: no ORM, no settings, no network. The caller builds the context from plain values
-(dicts, lists, str, int, datetime) — never ORM objects — shaped like `sample_context()`:
-
-* ``email``: ``subject``, ``sender_name``, ``sender_address``, ``date`` (aware datetime or None),
-  ``text``
-* ``mailbox``: ``label``, ``address``
-* ``case``: ``number`` (int), ``reference`` (``"#1042"``), ``subject``, ``status`` — or None
-* ``lead``: ``name``, ``status`` — or None
-
-Only these four names exist in a template (`ALLOWED_VARIABLES`, plus the sandbox's capped
-``range``); other keys of the context are ignored and a missing one is None.
-
-Rules of the environment (documented for admins):
-
-* ``html=True`` autoescapes every printed value; ``{% autoescape %}`` blocks and the ``safe``
-  filter are not available, so text from the incoming email can never become markup.
-  ``html=False`` prints values as they are (plain-text bodies, subjects).
-* Undefined names and attributes are errors (`StrictUndefined`): ``{{ email.subjetc }}`` fails.
-  Optional parts are tested with ``{% if case %}...{% endif %}``; an unguarded
-  ``{{ case.reference }}`` renders when the email has a case and fails (a `TemplateProblem`
-  saying so) when it has none.
-* Whitespace: ``trim_blocks`` and ``lstrip_blocks`` are on, so a line holding only a
-  ``{% if %}`` tag leaves no blank line in a plain-text email; the final newline is kept.
-* Not available: ``include``/``import``/``extends`` (there is nothing to load), recursive loops,
-  and the globals ``cycler``, ``joiner``, ``namespace``, ``lipsum`` and ``dict`` (no use in an
-  email, and fewer objects with Python internals reachable from a template). ``range`` stays,
-  capped by the sandbox at 100,000 items.
-* The sandbox (`ImmutableSandboxedEnvironment`) refuses attributes starting with ``_`` and Python
-  internals, calls to unsafe callables, and changing the context's dicts and lists. Any refusal or
-  error comes out as `TemplateProblem`, with the template line when known.
-* Input bounds: ``email.text`` is cut to its first `MAX_CONTEXT_TEXT_CHARS` characters and every
-  other text of the context to `MAX_CONTEXT_VALUE_CHARS` before the template sees it (a body can
-  be megabytes; what a template does with it is at most proportional to this).
-* Resource limits, per rendering: output at most `MAX_OUTPUT_CHARS`; loops together at most
-  `MAX_LOOP_ITERATIONS` iterations; `RENDER_TIME_LIMIT` seconds; every string, list or number
-  built along the way (``*``, ``**``, ``+``, ``~``, ``%``, filters and method calls) is size-checked,
-  and format widths/precisions above `MAX_FORMAT_WIDTH` are refused before they allocate.
-  The time limit really stops work: while rendering, a trace function (``sys.settrace``) checks
-  the deadline every `_TRACE_CHECK_EVERY` Python line events and raises inside whatever filter is
-  running (``wordwrap`` on a long value, ``map``/``sort`` over a large list...). Work done in C
-  in one call (``str.replace``, ``*``) is not interrupted but bounded by the size checks above.
-
-`template_validate` (at save time) parses the source (syntax errors with their line), refuses
-unknown top-level variables (naming the variable and its line), then renders against
-`sample_context()` — which catches attribute typos with their line — and again with ``case``
-and/or ``lead`` (and ``email.date``) set to None, which catches mistakes inside
-``{% if not case %}`` branches. In those None variants, an unguarded use of an optional part is
-tolerated (a template for a mailbox whose emails always have a case may use
-``{{ case.reference }}`` directly); any other error is refused.
+The bounded sandbox itself (budgets, deadline, what Jinja features are gone) is
+`autoresponse.sandbox`; this module says which variables exist, cuts the values to their bounds
+before a template sees them, validates a template before it is saved and makes rendered text
+safe as a header value. Pure Python: the caller builds the context from plain values (dicts,
+lists, str, int, datetime), never ORM objects, shaped like `sample_context()`.
 """
 
 from __future__ import annotations
 
-import contextvars
-import functools
-import re
-import string
-import sys
-import time
 import unicodedata
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Any
 
-from jinja2 import StrictUndefined, TemplateSyntaxError, Undefined, UndefinedError, meta, nodes
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-from jinja2.utils import pass_context
-from jinja2.visitor import NodeTransformer
+from .sandbox import MAX_LOOP_ITERATIONS, TemplateProblem, sandbox_compile, sandbox_render
 
 __all__ = [
     "ALLOWED_VARIABLES",
     "MAX_CONTEXT_TEXT_CHARS",
     "MAX_CONTEXT_VALUE_CHARS",
-    "MAX_FORMAT_WIDTH",
-    "MAX_LOOP_ITERATIONS",
-    "MAX_OUTPUT_CHARS",
-    "MAX_TEMPLATE_CHARS",
-    "MAX_WORK_CHARS",
-    "RENDER_TIME_LIMIT",
+    "MAX_HEADER_CHARS",
     "TemplateProblem",
-    "header_safe",
+    "header_value_safe",
     "sample_context",
     "template_render",
     "template_validate",
 ]
 
+#: The only names a template may use; any other key of the context is ignored, a missing one is
+#: None. ``case`` and ``lead`` are None for an email without one, ``email.date`` may be None.
 ALLOWED_VARIABLES = ("email", "mailbox", "case", "lead")
-
-#: Longest template source accepted.
-MAX_TEMPLATE_CHARS = 100_000
-#: Largest rendered output (characters).
-MAX_OUTPUT_CHARS = 1_000_000
-#: Largest value built while rendering, and the budget of everything printed (including what is
-#: printed into macros and ``{% set %}`` blocks before it reaches the output).
-MAX_WORK_CHARS = 5_000_000
-#: Iterations of all ``{% for %}`` loops of one rendering together.
-MAX_LOOP_ITERATIONS = 100_000
-#: Seconds one rendering may take.
-RENDER_TIME_LIMIT = 2.0
-#: Characters of the incoming email's text a template sees (the first 64 KiB).
+#: Characters of the incoming email's text a template sees (the first 64 KiB): a body can be
+#: megabytes, and what a template does with it is at most proportional to this.
 MAX_CONTEXT_TEXT_CHARS = 64 * 1024
 #: Characters of any other text of the context (subject, names, addresses...): a header's length.
 MAX_CONTEXT_VALUE_CHARS = 998
-#: The render deadline is checked every this many traced events (a power of two, minus one mask).
-_TRACE_CHECK_EVERY = 1024
-#: Largest width or precision in a format string (``%5d``, ``{:>10}``, strftime ``%-10d``).
-MAX_FORMAT_WIDTH = 9_999
-#: Largest integer built by ``*`` or ``**`` (bits).
-MAX_INT_BITS = 4096
 #: Longest header value (RFC 5322 §2.1.1 line limit).
 MAX_HEADER_CHARS = 998
-_MAX_MESSAGE_CHARS = 300
-_TEMPLATE_FILENAME = "<template>"
 
-
-class TemplateProblem(ValueError):
-    """A template that cannot be saved or rendered; ``str()`` is meant for the admin."""
-
-    def __init__(self, message: str, line: int | None = None):
-        self.message = message
-        self.line = line
-        #: True when the problem is only an optional part (case/lead) being None.
-        self.optional_part_missing = False
-        super().__init__(f"line {line}: {message}" if line else message)
-
-
-# --------------------------------------------------------------------------- per-render budget
-
-
-@dataclass
-class _Budget:
-    deadline: float
-    iterations: int = 0
-    work: int = 0
-
-
-_BUDGET: contextvars.ContextVar[_Budget | None] = contextvars.ContextVar("mailhub_render_budget")
-
-
-class _LimitExceeded(SecurityError):
-    """A resource limit of the sandbox was hit."""
-
-
-def _current_budget() -> _Budget | None:
-    # Outside template_render (e.g. Jinja folding constants at compile time) there is no budget;
-    # the size checks still apply there.
-    return _BUDGET.get(None)
-
-
-def _tick() -> None:
-    budget = _current_budget()
-    if budget is not None and time.monotonic() > budget.deadline:
-        raise _LimitExceeded(f"the template took longer than {RENDER_TIME_LIMIT:g} s to render")
-
-
-def _size(value: Any) -> int:
-    if isinstance(value, str | bytes | list | tuple | dict | set | frozenset):
-        return len(value)
-    return 0
-
-
-def _check_size(value: Any) -> Any:
-    if _size(value) > MAX_WORK_CHARS:
-        raise _LimitExceeded(f"a value built by the template is too large (over {MAX_WORK_CHARS} items)")
-    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > MAX_INT_BITS:
-        raise _LimitExceeded("a number built by the template is too large")
-    return value
-
-
-def _guard_value(value: Any) -> Any:
-    """Wrapped around every ``~`` concatenation by the AST rewrite: checks the result's size."""
-    _tick()
-    return _check_size(value)
-
-
-def _guard_loop(iterable: Iterable[Any]) -> Iterator[Any]:
-    """Wrapped around the iterable of every ``{% for %}`` by the AST rewrite."""
-    budget = _current_budget()
-    for item in iterable:
-        if budget is not None:
-            budget.iterations += 1
-            if budget.iterations > MAX_LOOP_ITERATIONS:
-                raise _LimitExceeded(f"the template's loops ran more than {MAX_LOOP_ITERATIONS} times")
-        _tick()
-        yield item
-
-
-@pass_context
-def _finalize(_context: Any, value: Any) -> Any:
-    """Runs on every printed value, also inside macros and blocks: accounts the printed size."""
-    _tick()
-    budget = _current_budget()
-    if budget is not None:
-        budget.work += len(value) if isinstance(value, str) else len(str(value))
-        if budget.work > MAX_WORK_CHARS:
-            raise _LimitExceeded(f"the template prints more than {MAX_WORK_CHARS} characters")
-    return value
-
-
-# --------------------------------------------------------------------------- format strings
-
-# printf-style conversion: %[(key)][flags][width|*][.precision|*] — also strftime's glibc widths.
-# "%%" is consumed first: it is a literal percent sign, not the start of a conversion.
-_PERCENT_SPEC = re.compile(r"%%|%(?:\([^)]*\))?[-#0 +_^]*(\*|\d+)?(?:\.(\*|\d*))?")
-_DIGITS = re.compile(r"\d+")
-
-
-def _check_width(number: str) -> None:
-    if number == "*":
-        raise SecurityError("'*' widths in format strings are not allowed")
-    # The length test first: int() refuses strings of more than 4300 digits.
-    if number and (len(number) > 6 or int(number) > MAX_FORMAT_WIDTH):
-        raise _LimitExceeded(f"format width {number} is too large (at most {MAX_FORMAT_WIDTH})")
-
-
-def _check_percent_format(fmt: str) -> None:
-    if len(fmt) > MAX_WORK_CHARS:
-        raise _LimitExceeded("the format string is too large")
-    for match in _PERCENT_SPEC.finditer(fmt):
-        for group in match.groups():
-            if group:
-                _check_width(group)
-
-
-def _check_brace_format(fmt: str) -> None:
-    for _literal, field_name, spec, _conversion in string.Formatter().parse(fmt):
-        if field_name is None or not spec:
-            continue
-        if "{" in spec:
-            raise SecurityError("nested replacement fields in format specifications are not allowed")
-        # Every number in a spec is a width or precision (or a strftime width for dates).
-        for number in _DIGITS.findall(spec):
-            _check_width(number)
-
-
-# --------------------------------------------------------------------------- calls and filters
-
-
-def _arg(args: tuple, kwargs: dict, index: int, name: str, default: Any = None) -> Any:
-    if len(args) > index:
-        return args[index]
-    return kwargs.get(name, default)
-
-
-def _check_replace(text: str, old: Any, new: Any, count: Any = None) -> None:
-    if not (isinstance(old, str) and isinstance(new, str)):
-        return
-    occurrences = text.count(old) if old else len(text) + 1
-    if isinstance(count, int) and count >= 0:
-        occurrences = min(occurrences, count)
-    if len(text) + occurrences * max(0, len(new) - len(old)) > MAX_WORK_CHARS:
-        raise _LimitExceeded("the replacement would build too large a text")
-
-
-def _check_join(separator: Any, iterable: Any) -> None:
-    sized = hasattr(iterable, "__len__") and not isinstance(iterable, str)
-    if isinstance(separator, str) and sized and len(separator) * len(iterable) > MAX_WORK_CHARS:
-        raise _LimitExceeded("the join would build too large a text")
-
-
-def _check_str_method(text: str, name: str, args: tuple, kwargs: dict) -> None:
-    """Pre-checks of the str methods whose result can be much larger than their inputs."""
-    if name in ("center", "ljust", "rjust", "zfill"):
-        width = _arg(args, kwargs, 0, "width")
-        if isinstance(width, int) and width > MAX_WORK_CHARS:
-            raise _LimitExceeded(f"width {width} is too large")
-    elif name == "expandtabs":
-        tabsize = _arg(args, kwargs, 0, "tabsize", 8)
-        if isinstance(tabsize, int) and len(text) + text.count("\t") * tabsize > MAX_WORK_CHARS:
-            raise _LimitExceeded("expandtabs would build too large a text")
-    elif name == "replace":
-        _check_replace(
-            text,
-            _arg(args, kwargs, 0, "old"),
-            _arg(args, kwargs, 1, "new"),
-            _arg(args, kwargs, 2, "count"),
-        )
-    elif name == "join":
-        _check_join(text, _arg(args, kwargs, 0, "iterable"))
-    elif name in ("format", "format_map"):
-        _check_brace_format(text)
-
-
-def _check_call(obj: Any, args: tuple, kwargs: dict) -> None:
-    target = getattr(obj, "__wrapped__", obj)  # the sandbox wraps str.format / str.format_map
-    receiver = getattr(target, "__self__", None)
-    name = getattr(target, "__name__", "")
-    if isinstance(receiver, str):
-        _check_str_method(receiver, name, args, kwargs)
-    elif isinstance(receiver, date) and name == "strftime":
-        fmt = _arg(args, kwargs, 0, "format")
-        if isinstance(fmt, str):
-            _check_percent_format(fmt)
-
-
-def _filter_guard(name: str) -> Callable[[tuple, dict], None]:
-    """Pre-checks of the built-in filters whose result can be much larger than their inputs.
-
-    Filters receive (value, *args) after the optional context/environment argument; the guard
-    gets that tail.
-    """
-
-    def guard(args: tuple, kwargs: dict) -> None:
-        value = args[0] if args else None
-        rest = args[1:]
-        if name == "center":
-            width = _arg(rest, kwargs, 0, "width", 80)
-            if isinstance(width, int) and width > MAX_WORK_CHARS:
-                raise _LimitExceeded(f"width {width} is too large")
-        elif name == "indent":
-            width = _arg(rest, kwargs, 0, "width", 4)
-            unit = len(width) if isinstance(width, str) else width if isinstance(width, int) else 0
-            lines = str(value).count("\n") + 1
-            if unit * lines > MAX_WORK_CHARS:
-                raise _LimitExceeded("indent would build too large a text")
-        elif name == "wordwrap":
-            width = _arg(rest, kwargs, 0, "width", 79)
-            wrap = _arg(rest, kwargs, 2, "wrapstring", "\n")
-            usable = isinstance(width, int) and width > 0 and isinstance(wrap, str)
-            if usable and (len(str(value)) // width + 1) * len(wrap) > MAX_WORK_CHARS:
-                raise _LimitExceeded("wordwrap would build too large a text")
-        elif name in ("slice", "batch"):
-            count = _arg(rest, kwargs, 0, "slices" if name == "slice" else "linecount")
-            if isinstance(count, int) and count > MAX_LOOP_ITERATIONS:
-                raise _LimitExceeded(f"{name} count {count} is too large")
-        elif name == "tojson":
-            indent = _arg(rest, kwargs, 0, "indent")
-            if isinstance(indent, int) and indent > MAX_FORMAT_WIDTH:
-                raise _LimitExceeded(f"indent {indent} is too large")
-        elif name == "format":
-            if isinstance(value, str):
-                _check_percent_format(value)
-        elif name == "replace":
-            if isinstance(value, str):
-                _check_replace(
-                    value,
-                    _arg(rest, kwargs, 0, "old"),
-                    _arg(rest, kwargs, 1, "new"),
-                    _arg(rest, kwargs, 2, "count"),
-                )
-        elif name == "join":
-            _check_join(_arg(rest, kwargs, 0, "d", ""), value)
-
-    return guard
-
-
-def _wrap_filter(name: str, func: Callable[..., Any]) -> Callable[..., Any]:
-    guard = _filter_guard(name)
-    passes_first = hasattr(func, "jinja_pass_arg")  # context / eval context / environment
-
-    @functools.wraps(func)  # also copies jinja_pass_arg, which tells Jinja what to pass
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        _tick()
-        guard(args[1:] if passes_first else args, kwargs)
-        return _check_size(func(*args, **kwargs))
-
-    return wrapper
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _check_binop(operator: str, left: Any, right: Any) -> None:
-    """Refuse an operation whose result would be too large, before Python allocates it."""
-    if operator == "*":
-        for sequence, times in ((left, right), (right, left)):
-            if _size(sequence) and _is_int(times) and _size(sequence) * times > MAX_WORK_CHARS:
-                raise _LimitExceeded("the repetition would build too large a value")
-        if _is_int(left) and _is_int(right) and left.bit_length() + right.bit_length() > MAX_INT_BITS:
-            raise _LimitExceeded("the product is too large a number")
-    elif operator == "**":
-        # bits(b ** e) is about bits(b) * e; a negative exponent gives a float (or an error).
-        if (
-            _is_int(left)
-            and _is_int(right)
-            and right > 0
-            and max(1, left.bit_length()) * right > MAX_INT_BITS
-        ):
-            raise _LimitExceeded("the power is too large a number")
-    elif operator == "%" and isinstance(left, str):
-        _check_percent_format(left)
-
-
-# --------------------------------------------------------------------------- environment
-
-
-class _MailSandbox(ImmutableSandboxedEnvironment):
-    # Intercepted so that 'x' * 10**9, 9 ** 10**9 and '%099999999d' % 1 are refused before they
-    # allocate; '+' so that repeated doubling is caught by the size check.
-    intercepted_binops = frozenset({"*", "**", "%", "+"})
-
-    def __init__(self, *, html: bool):
-        super().__init__(
-            autoescape=html,
-            undefined=StrictUndefined,
-            finalize=_finalize,
-            trim_blocks=True,
-            lstrip_blocks=True,
-            keep_trailing_newline=True,
-            auto_reload=False,
-            cache_size=0,
-        )
-        # Only the sandbox's capped range() stays (see the module docstring).
-        self.globals = {"range": self.globals["range"]}
-        # 'safe' would let text from the incoming email become markup in HTML mails.
-        self.filters = {
-            name: _wrap_filter(name, func) for name, func in self.filters.items() if name != "safe"
-        }
-
-    # An attribute or item of an undefined value is that same undefined value, so the error finally
-    # shown is the first one: "'__class__' of 'datetime' is unsafe", not a confusing later one
-    # about the Undefined object itself. Nothing is reachable through it either way.
-    def getattr(self, obj: Any, attribute: str) -> Any:
-        if isinstance(obj, Undefined):
-            return obj
-        return super().getattr(obj, attribute)
-
-    def getitem(self, obj: Any, argument: Any) -> Any:
-        if isinstance(obj, Undefined):
-            return obj
-        return super().getitem(obj, argument)
-
-    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
-        _tick()
-        _check_binop(operator, left, right)
-        return _check_size(super().call_binop(context, operator, left, right))
-
-    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:
-        # Same odd signature as the base class: the caller's keyword arguments must not clash.
-        _tick()
-        _check_call(__obj, args, kwargs)
-        return _check_size(super().call(__context, __obj, *args, **kwargs))
-
-
-_ENVIRONMENTS = {True: _MailSandbox(html=True), False: _MailSandbox(html=False)}
-
-
-# --------------------------------------------------------------------------- compiling
-
-
-class _Harden(NodeTransformer):
-    """Rewrites the parsed template so that every loop, concatenation and literal is accounted."""
-
-    def visit_For(self, node: nodes.For) -> nodes.For:
-        if node.recursive:
-            raise TemplateProblem("recursive loops are not allowed", node.lineno)
-        node = self.generic_visit(node)
-        node.iter = _guarded_call("_guard_loop", node.iter, node.lineno)
-        return node
-
-    def visit_Concat(self, node: nodes.Concat) -> nodes.Expr:
-        node = self.generic_visit(node)
-        return _guarded_call("_guard_value", node, node.lineno)
-
-    def visit_Output(self, node: nodes.Output) -> nodes.Output:
-        node = self.generic_visit(node)
-        # Literal text is folded into the code as a constant and would bypass finalize; as a
-        # (markup-safe) expression it goes through finalize and counts, e.g. inside a loop.
-        node.nodes = [
-            nodes.MarkSafeIfAutoescape(nodes.Const(child.data), lineno=child.lineno)
-            if isinstance(child, nodes.TemplateData)
-            else child
-            for child in node.nodes
-        ]
-        return node
-
-
-def _guarded_call(function: str, argument: nodes.Expr, lineno: int) -> nodes.Call:
-    target = nodes.ImportedName(f"{__name__}.{function}", lineno=lineno)
-    return nodes.Call(target, [argument], [], None, None, lineno=lineno)
-
-
-_FORBIDDEN_NODES: tuple[tuple[type[nodes.Node], str], ...] = (
-    (nodes.Extends, "'extends' is not available"),
-    (nodes.Include, "'include' is not available"),
-    (nodes.Import, "'import' is not available"),
-    (nodes.FromImport, "'import' is not available"),
-    (nodes.ScopedEvalContextModifier, "'autoescape' blocks are not available"),
-    (nodes.EvalContextModifier, "'autoescape' blocks are not available"),
+_OPTIONAL_PART_HINT = (
+    " (a part that is optional, such as case, lead or email.date, is not set for this email; "
+    "guard it with {% if case %}...{% endif %})"
 )
 
 
-def _first_line(ast: nodes.Template, name: str) -> int | None:
-    for node in ast.find_all(nodes.Name):
-        if node.name == name and node.ctx == "load":
-            return node.lineno
-    return None
-
-
-@functools.lru_cache(maxsize=256)
-def _compile(source: str, html: bool) -> Any:
-    """Parse, check and compile; raises TemplateProblem. Cached: templates are reused a lot."""
-    if not isinstance(source, str):
-        raise TemplateProblem("the template must be text")
-    if len(source) > MAX_TEMPLATE_CHARS:
-        raise TemplateProblem(f"the template is too long (at most {MAX_TEMPLATE_CHARS} characters)")
-    try:
-        return _compile_checked(source, _ENVIRONMENTS[bool(html)])
-    except TemplateProblem:
-        raise
-    # Syntax errors, TemplateAssertionError (an unknown filter), and whatever an absurd source
-    # provokes in the parser or in Python's compiler (RecursionError, SyntaxError, MemoryError).
-    except Exception as exc:
-        raise _problem(exc) from exc
-
-
-def _compile_checked(source: str, environment: _MailSandbox) -> Any:
-    ast = environment.parse(source)
-    for node_type, message in _FORBIDDEN_NODES:
-        for node in ast.find_all(node_type):
-            raise TemplateProblem(message, node.lineno)
-    allowed = set(ALLOWED_VARIABLES) | set(environment.globals)
-    unknown = sorted(meta.find_undeclared_variables(ast) - allowed)
-    if unknown:
-        name = unknown[0]
-        raise TemplateProblem(
-            f"unknown variable '{name}' (available: {', '.join(ALLOWED_VARIABLES)})",
-            _first_line(ast, name),
-        )
-    return environment.from_string(_Harden().visit(ast))
-
-
-# --------------------------------------------------------------------------- rendering
-
-
-def _clip(message: str) -> str:
-    message = " ".join(str(message).split())
-    return message if len(message) <= _MAX_MESSAGE_CHARS else message[: _MAX_MESSAGE_CHARS - 1] + "…"
-
-
-def _template_line(exc: BaseException) -> int | None:
-    # Jinja rewrites tracebacks so that template frames carry the template's file name and line.
-    line = None
-    tb = exc.__traceback__
-    while tb is not None:
-        if tb.tb_frame.f_code.co_filename == _TEMPLATE_FILENAME:
-            line = tb.tb_lineno
-        tb = tb.tb_next
-    return line
-
-
-_NONE_ACCESS = re.compile(r"^'None' has no (?:attribute|element) ")
-
-
-def _problem(exc: Exception) -> TemplateProblem:
-    line = _template_line(exc)
-    if isinstance(exc, TemplateSyntaxError):
-        return TemplateProblem(_clip(exc.message or "syntax error"), exc.lineno or line)
-    message = _clip(str(exc)) or type(exc).__name__
-    if isinstance(exc, _LimitExceeded):
-        return TemplateProblem(f"limit exceeded: {message}", line)
-    if isinstance(exc, SecurityError):
-        return TemplateProblem(f"not allowed: {message}", line)
-    if isinstance(exc, UndefinedError):
-        if _NONE_ACCESS.match(message):
-            problem = TemplateProblem(
-                f"{message} (a part that is optional, such as case, lead or email.date, is not set "
-                "for this email; guard it with {% if case %}...{% endif %})",
-                line,
-            )
-            problem.optional_part_missing = True
-            return problem
-        return TemplateProblem(message, line)
-    if isinstance(exc, RecursionError):
-        return TemplateProblem("limit exceeded: too much recursion", line)
-    if isinstance(exc, OverflowError | MemoryError):
-        return TemplateProblem(f"limit exceeded: {message}", line)
-    return TemplateProblem(f"{type(exc).__name__}: {message}", line)
-
-
 def _bounded(value: Any, limit: int = MAX_CONTEXT_VALUE_CHARS) -> Any:
-    """A copy of a context value with every text cut to its bound (see the module docstring)."""
+    """A copy of a context value with every text cut to its bound: ``text`` keys (the email's
+    body) to `MAX_CONTEXT_TEXT_CHARS`, every other text to `MAX_CONTEXT_VALUE_CHARS`."""
     if isinstance(value, str):
         return value[:limit]
     if isinstance(value, dict):
@@ -586,76 +59,52 @@ def _bounded(value: Any, limit: int = MAX_CONTEXT_VALUE_CHARS) -> Any:
     return value
 
 
-def _deadline_tracer(deadline: float) -> Callable[..., Any]:
-    """A sys.settrace function raising `_LimitExceeded` in the running code after `deadline`.
-
-    Line events reach a loop that runs inside one Python call (textwrap's), not only calls.
-    """
-    events = 0
-    mask = _TRACE_CHECK_EVERY - 1
-
-    def trace(_frame: Any, _event: str, _arg: Any) -> Any:
-        nonlocal events
-        events += 1
-        if not events & mask and time.monotonic() > deadline:
-            raise _LimitExceeded(f"the template took longer than {RENDER_TIME_LIMIT:g} s to render")
-        return trace
-
-    return trace
-
-
-def _render(template: Any, context: dict) -> str:
+def _render(source: str, context: dict[str, Any], *, html: bool) -> str:
+    template = sandbox_compile(source, html=html, variables=ALLOWED_VARIABLES)
     variables = {name: _bounded(context.get(name)) for name in ALLOWED_VARIABLES}
-    deadline = time.monotonic() + RENDER_TIME_LIMIT
-    token = _BUDGET.set(_Budget(deadline=deadline))
-    chunks = template.generate(variables)
-    # Only this thread is traced; a tracer already installed (a debugger, coverage) is put back.
-    previous_trace = sys.gettrace()
-    sys.settrace(_deadline_tracer(deadline))
     try:
-        parts: list[str] = []
-        size = 0
-        for chunk in chunks:
-            size += len(chunk)
-            if size > MAX_OUTPUT_CHARS:
-                raise TemplateProblem(f"the output is larger than {MAX_OUTPUT_CHARS} characters")
-            parts.append(chunk)
-        return "".join(parts)
-    except TemplateProblem:
+        return sandbox_render(template, variables)
+    except TemplateProblem as problem:
+        if problem.none_access:
+            # Only case, lead and email.date can be None here: say which parts are optional.
+            raise TemplateProblem(
+                problem.message + _OPTIONAL_PART_HINT, problem.line, none_access=True
+            ) from problem
         raise
-    # Templates are admin-written code: anything they raise (Jinja errors, SecurityError, a
-    # TypeError from a filter, RecursionError, MemoryError...) becomes a TemplateProblem.
-    # BaseException (KeyboardInterrupt, SystemExit, a Celery time limit) is left alone.
-    except Exception as exc:
-        raise _problem(exc) from exc
-    finally:
-        sys.settrace(previous_trace)
-        chunks.close()
-        _BUDGET.reset(token)
 
 
-def template_render(source: str, context: dict, *, html: bool) -> str:
-    """Render `source` with `context` (see the module docstring); raises only TemplateProblem."""
+def template_render(source: str, context: dict[str, Any], *, html: bool) -> str:
+    """Render `source` with `context`; raises only TemplateProblem.
+
+    ``html=True`` autoescapes every printed value (HTML bodies), ``html=False`` prints values as
+    they are (plain-text bodies, subjects).
+    """
     if not isinstance(context, dict):
         raise TemplateProblem("the template context must be a dict")
-    return _render(_compile(source, bool(html)), context)
+    return _render(source, context, html=bool(html))
 
 
 def template_validate(source: str, *, html: bool) -> None:
-    """Raise TemplateProblem when `source` cannot be saved (see the module docstring)."""
-    template = _compile(source, bool(html))
+    """Raise TemplateProblem when `source` cannot be saved.
+
+    Compiling refuses syntax errors and unknown variables with their line. Rendering against
+    `sample_context()` catches attribute typos; rendering again with ``case`` and/or ``lead`` (and
+    ``email.date``) set to None catches mistakes inside ``{% if not case %}`` branches. In those
+    None variants an unguarded use of an optional part is tolerated (a mailbox whose emails always
+    have a case may use ``{{ case.reference }}`` directly); any other error is refused.
+    """
     full = sample_context()
-    _render(template, full)
+    _render(source, full, html=html)
     no_date = {**full["email"], "date": None}
     for variant in ({"case": None}, {"lead": None}, {"case": None, "lead": None, "email": no_date}):
         try:
-            _render(template, {**full, **variant})
+            _render(source, {**full, **variant}, html=html)
         except TemplateProblem as problem:
-            if not problem.optional_part_missing:
+            if not problem.none_access:
                 raise
 
 
-def sample_context() -> dict:
+def sample_context() -> dict[str, Any]:
     """A realistic context, used for the admin preview and for validation. A fresh copy each call."""
     return {
         "email": {
@@ -689,8 +138,10 @@ def sample_context() -> dict:
 _HEADER_UNSAFE_CATEGORIES = frozenset({"Cc", "Zl", "Zp", "Cs"})
 
 
-def header_safe(value: str) -> str:
-    """Make `value` safe as one header value: no control characters, whitespace folded, ≤ 998 chars."""
+def header_value_safe(value: str) -> str:
+    """`value` as one header value of a message we send: CR, LF and every other control or line
+    separator character become a space, runs of whitespace fold to one space, and the result is
+    cut to `MAX_HEADER_CHARS` (RFC 5322 §2.1.1). Nothing rendered can start a new header line."""
     cleaned = "".join(
         " " if unicodedata.category(ch) in _HEADER_UNSAFE_CATEGORIES else ch for ch in str(value or "")
     )

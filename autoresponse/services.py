@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, make_msgid
+from typing import Any
 
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
@@ -29,10 +30,11 @@ from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
-from .conditions import ConditionSpec, EmailFacts, RegexBudget, rule_matches
+from .conditions import ConditionSpec, EmailFacts, rule_matches
 from .loops import LoopCheckInput, address_key, answered_address, suppression_reason
 from .models import AutoReply, AutoReplyStatus, AutoResponseRule
-from .rendering import TemplateProblem, header_safe, template_render
+from .rendering import TemplateProblem, header_value_safe, template_render
+from .safe_regex import RegexBudget
 
 logger = logging.getLogger("mailhub.autoresponse")
 
@@ -53,7 +55,7 @@ def email_facts(email: Email) -> EmailFacts:
     )
 
 
-def template_context(email: Email) -> dict:
+def template_context(email: Email) -> dict[str, Any]:
     """Plain values only: the sandboxed template never sees an ORM object."""
     case = email.case
     lead = email.lead
@@ -222,20 +224,20 @@ def compose_auto_reply(*, email: Email, rule: AutoResponseRule, recipient: str) 
     mailbox = email.mailbox
     context = template_context(email)
     template = rule.template
-    subject = header_safe(template_render(template.subject, context, html=False))
+    subject = header_value_safe(template_render(template.subject, context, html=False))
     text = template_render(template.text_body, context, html=False)
     html = template_render(template.html_body, context, html=True) if template.html_body.strip() else ""
 
     message = EmailMessage()
-    message["From"] = formataddr((header_safe(mailbox.label), mailbox.email))
+    message["From"] = formataddr((header_value_safe(mailbox.label), mailbox.email))
     message["To"] = recipient
-    message["Subject"] = subject or "Re: " + header_safe(email.subject)
+    message["Subject"] = subject or "Re: " + header_value_safe(email.subject)
     message["Date"] = format_datetime(timezone.now())
     message["Message-ID"] = make_msgid(domain=mailbox.email.rpartition("@")[2] or "mailhub.invalid")
     if email.message_id:
-        message["In-Reply-To"] = header_safe(email.message_id)
+        message["In-Reply-To"] = header_value_safe(email.message_id)
         references = [ref for ref in email.references.split() if ref] + [email.message_id]
-        message["References"] = header_safe(" ".join(references[-20:]))
+        message["References"] = header_value_safe(" ".join(references[-20:]))
     # RFC 3834 §5: mark the message as an automatic reply; Microsoft servers honour the other.
     message["Auto-Submitted"] = "auto-replied"
     message["X-Auto-Response-Suppress"] = "All"
@@ -335,20 +337,16 @@ def send_retry_delay(attempts: int) -> timedelta:
     return timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
 
 
-def auto_replies_due(*, mailbox_id: int, created_before: datetime | None = None) -> list[int]:
-    """Pending auto-replies whose (re)try time has come: a lost task or a crash is caught up by
-    the next poll. Stale 'sending' rows become 'uncertain' here, never resent."""
-    now = timezone.now()
-    AutoReply.objects.filter(
-        email__mailbox_id=mailbox_id, status=AutoReplyStatus.SENDING, claimed_at__lt=now - STALE_SENDING_AFTER
-    ).update(
+def auto_replies_mark_stale_sending(*, mailbox_id: int) -> int:
+    """Rows left 'sending' longer than STALE_SENDING_AFTER belong to a worker that died mid-send:
+    they become 'uncertain', never resent (the message may be out). Returns how many."""
+    stale = AutoReply.objects.filter(
+        email__mailbox_id=mailbox_id,
+        status=AutoReplyStatus.SENDING,
+        claimed_at__lt=timezone.now() - STALE_SENDING_AFTER,
+    )
+    return stale.update(
         status=AutoReplyStatus.UNCERTAIN,
         reason="interrupted while sending (outcome unknown); not retried so that no second copy can "
         "go out, resend by hand if it did not arrive",
     )
-    due = AutoReply.objects.filter(email__mailbox_id=mailbox_id, status=AutoReplyStatus.PENDING).filter(
-        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now)
-    )
-    if created_before is not None:
-        due = due.filter(created_at__lt=created_before)
-    return list(due.order_by("pk").values_list("pk", flat=True))

@@ -13,7 +13,8 @@ from datetime import datetime
 from typing import Protocol
 
 from autoresponse.models import AutoReplyStatus
-from autoresponse.services import auto_replies_due, auto_reply_send
+from autoresponse.selectors import auto_replies_due
+from autoresponse.services import auto_replies_mark_stale_sending, auto_reply_send
 from mailboxes.services import PollResult, mailbox_poll
 from processing.services import ProcessingResult, email_process, emails_needing_processing
 
@@ -42,6 +43,8 @@ def mailbox_poll_step(*, mailbox_id: int, dispatch: Dispatch) -> PollResult:
     email_ids.update(emails_needing_processing(mailbox_id=mailbox_id, stored_before=stale_before))
     for email_id in sorted(email_ids):
         dispatch.process(email_id)
+    # Before reading what is due: an interrupted send becomes 'uncertain', never due again.
+    auto_replies_mark_stale_sending(mailbox_id=mailbox_id)
     for auto_reply_id in auto_replies_due(mailbox_id=mailbox_id, created_before=stale_before):
         dispatch.send(auto_reply_id)
     return result

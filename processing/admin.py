@@ -3,10 +3,13 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from django.contrib import admin
+from django.forms import ModelForm
+from django.http import HttpRequest
 
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
 
 from .models import Case, Lead
+from .services.cases import case_number_allocate
 
 if TYPE_CHECKING:
     # django-stubs makes the admin classes generic for the checker only: Django's are not
@@ -39,3 +42,10 @@ class CaseAdmin(MailboxScopedMixin, _CaseAdminBase):
     @admin.display(description="number", ordering="number")
     def reference(self, case: Case) -> str:
         return case.reference
+
+    def save_model(self, request: HttpRequest, obj: Case, form: ModelForm[Case], change: bool) -> None:
+        # A case added by hand gets its number like any other (the number is not editable).
+        if change:
+            super().save_model(request, obj, form, change)
+        else:
+            case_number_allocate(case=obj)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 from django.conf import settings
-from django.db import IntegrityError, models, transaction
-from django.db.models import Max
-from django.urls import NoReverseMatch, reverse
+from django.db import models
+from django.urls import reverse
 from django.utils import timezone
 
 
@@ -51,10 +50,7 @@ class Lead(models.Model):
         return f"{self.name} <{self.email}>"
 
     def get_absolute_url(self) -> str:
-        try:
-            return reverse("leads:detail", args=[self.pk])
-        except NoReverseMatch:
-            return reverse("admin:processing_lead_change", args=[self.pk])
+        return reverse("leads:detail", args=[self.pk])
 
 
 class CaseStatus(models.TextChoices):
@@ -76,6 +72,8 @@ FIRST_CASE_NUMBER = 1001
 
 
 class Case(models.Model):
+    # Given by processing.services.cases.case_number_allocate; unique, so two creators can never
+    # share one.
     number = models.PositiveIntegerField(unique=True, editable=False)
     subject = models.TextField(blank=True)
     description = models.TextField(blank=True)
@@ -121,32 +119,8 @@ class Case(models.Model):
     def __str__(self) -> str:
         return f"{self.reference} {self.subject}"
 
-    def save(self, *args, **kwargs) -> None:
-        if self.number is not None:
-            super().save(*args, **kwargs)
-            return
-        # Next number = highest + 1. Two concurrent creators may pick the same one: the unique
-        # constraint refuses the second, which takes the next number (savepoint keeps the outer
-        # transaction usable).
-        for _attempt in range(20):
-            highest = Case.objects.aggregate(highest=Max("number"))["highest"]
-            self.number = (highest or FIRST_CASE_NUMBER - 1) + 1
-            try:
-                with transaction.atomic():
-                    super().save(*args, **kwargs)
-                return
-            except IntegrityError:
-                if not Case.objects.filter(number=self.number).exists():
-                    self.number = None
-                    raise
-                self.number = None
-        raise IntegrityError("could not allocate a case number after 20 attempts")
-
     def get_absolute_url(self) -> str:
-        try:
-            return reverse("cases:detail", args=[self.pk])
-        except NoReverseMatch:
-            return reverse("admin:processing_case_change", args=[self.pk])
+        return reverse("cases:detail", args=[self.pk])
 
     @property
     def reference(self) -> str:

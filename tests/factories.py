@@ -9,6 +9,7 @@ from django.core.files.base import ContentFile
 from autoresponse.models import AutoReply, AutoResponseRule, EmailTemplate, RuleCondition
 from mailboxes.models import Attachment, Email, Mailbox
 from processing.models import Case, Lead
+from processing.services.cases import case_number_allocate
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -100,6 +101,15 @@ class CaseFactory(factory.django.DjangoModelFactory):
     subject = factory.Sequence(lambda n: f"Case {n}")
     reporter_address = "alice@example.com"
     mailbox = factory.SubFactory(MailboxFactory)
+
+    @classmethod
+    def _create(cls, model_class, *args, **kwargs):
+        # Numbers come from the service, as in the application; an explicit number is kept.
+        case = model_class(*args, **kwargs)
+        if case.number is None:
+            return case_number_allocate(case=case)
+        case.save()
+        return case
 
 
 class EmailTemplateFactory(factory.django.DjangoModelFactory):

@@ -35,7 +35,8 @@ RETRY_BASE = timedelta(minutes=1)
 
 
 def processing_retry_delay(attempts: int) -> timedelta:
-    return RETRY_BASE * 4 ** max(attempts - 1, 0)
+    factor: int = 4 ** max(attempts - 1, 0)
+    return RETRY_BASE * factor
 
 
 class ProcessingResult(StrEnum):

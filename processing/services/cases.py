@@ -2,12 +2,43 @@
 
 from __future__ import annotations
 
-from django.db import transaction
+from typing import TYPE_CHECKING
+
+from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from mailboxes import limits
 from mailboxes.models import Email
-from processing.models import Case, CaseEvent, CaseStatus
+from processing.models import FIRST_CASE_NUMBER, Case, CaseEvent, CaseStatus
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # settings.AUTH_USER_MODEL
+
+# Concurrent creators that keep colliding give up after this many numbers.
+_NUMBER_ATTEMPTS = 20
+
+
+def case_number_allocate(*, case: Case) -> Case:
+    """Insert the unsaved `case` with the next case number (highest + 1, the first is
+    FIRST_CASE_NUMBER) and return it.
+
+    The unique constraint on the number is what allocates: two concurrent creators may pick the
+    same number, the database refuses the second, which takes the next one. Each try runs in a
+    savepoint so that the caller's transaction stays usable; an IntegrityError that is not a
+    number collision (e.g. a second case from the same email) is raised as it is.
+    """
+    for _attempt in range(_NUMBER_ATTEMPTS):
+        highest = Case.objects.aggregate(highest=Max("number"))["highest"]
+        case.number = (highest or FIRST_CASE_NUMBER - 1) + 1
+        try:
+            with transaction.atomic():
+                case.save(force_insert=True)
+            return case
+        except IntegrityError:
+            if not Case.objects.filter(number=case.number).exists():
+                raise
+    raise IntegrityError(f"could not allocate a case number after {_NUMBER_ATTEMPTS} attempts")
 
 
 def case_create_from_email(*, email: Email, previous_case: Case | None = None) -> Case:
@@ -26,8 +57,7 @@ def case_create_from_email(*, email: Email, previous_case: Case | None = None) -
         source_email=email,
     )
     limits.fit_row(case)  # e.g. a mailbox default status longer than the column
-    case.save()
-    return case
+    return case_number_allocate(case=case)
 
 
 def case_add_reply(*, case: Case, email: Email) -> Case:
@@ -43,11 +73,13 @@ def case_add_reply(*, case: Case, email: Email) -> Case:
     return case
 
 
-def _username(user) -> str:
+def _username(user: User | None) -> str:
     return user.get_username() if user is not None else ""
 
 
-def case_update(*, case_id: int, user, status: str, priority: str, assignee) -> list[CaseEvent]:
+def case_update(
+    *, case_id: int, user: User, status: str, priority: str, assignee: User | None
+) -> list[CaseEvent]:
     """Change a case's status, priority and assignee, recording one CaseEvent per changed field.
 
     The old values are read from the row locked in this transaction, not from the page the user

@@ -5,16 +5,16 @@ import logging
 import pytest
 
 from autoresponse.conditions import (
-    FIELDS,
-    OPERATORS,
-    REGEX_INPUT_LIMIT,
     ConditionError,
+    ConditionField,
+    ConditionOperator,
     ConditionSpec,
     EmailFacts,
     condition_matches,
     rule_matches,
     validate_condition,
 )
+from autoresponse.safe_regex import REGEX_INPUT_LIMIT
 
 FACTS = EmailFacts(
     subject="Re: Order 4711 - Invoice missing",
@@ -174,8 +174,8 @@ def spec(field, operator, value="", header_name=""):
 def test_the_table_covers_every_operator_on_every_field_both_ways():
     covered = {(field, operator, expected) for field, operator, _value, expected in (c.values for c in CASES)}
     positive = {"contains", "not_contains", "equals", "starts_with", "ends_with", "regex", "is_not_empty"}
-    for field in FIELDS:
-        for operator in OPERATORS:
+    for field in ConditionField:
+        for operator in ConditionOperator:
             if operator in ("is_empty", "is_not_empty"):
                 assert (field, operator, operator in positive) in covered
             else:
@@ -193,7 +193,7 @@ def test_operator_on_field(field, operator, value, expected):
 # On an email where every field is empty (or blank): the empty-field semantics.
 EMPTY_CASES = [
     pytest.param(field, operator, value, expected, id=f"{field}-{operator}")
-    for field in FIELDS
+    for field in ConditionField
     for operator, value, expected in (
         ("is_empty", "", True),
         ("is_not_empty", "", False),
@@ -415,28 +415,60 @@ def many_recipients(count=200):
 
 
 def test_one_budget_bounds_all_regex_searches_of_an_email(monkeypatch):
-    from autoresponse import conditions
+    from autoresponse import safe_regex
 
     clock = FakeClock()
     slow = SlowPattern(clock)
-    monkeypatch.setattr(conditions, "_compile", lambda pattern: slow)
-    budget = conditions.RegexBudget(clock=clock)
+    monkeypatch.setattr(safe_regex, "_compile", lambda pattern: slow)
+    budget = safe_regex.RegexBudget(clock=clock)
     spec = ConditionSpec(field="to", operator="regex", value="slow")
     facts = many_recipients()
     # Two rules of the same email share the budget: the second runs no search at all.
     assert rule_matches([spec], "all", facts, budget) is False
     assert rule_matches([spec, spec], "any", facts, budget) is False
-    assert slow.timeouts == [conditions.REGEX_TIMEOUT] * 5  # 0.5 s in all, not 400 x 0.1 s
-    assert sum(slow.timeouts) == pytest.approx(conditions.REGEX_EMAIL_BUDGET)
+    assert slow.timeouts == [safe_regex.REGEX_TIMEOUT] * 5  # 0.5 s in all, not 400 x 0.1 s
+    assert sum(slow.timeouts) == pytest.approx(safe_regex.REGEX_EMAIL_BUDGET)
     assert budget.timeouts == 5 + (400 - 5) + 2 * 400  # every skipped candidate counts
 
 
 def test_each_search_gets_only_what_is_left_of_the_budget(monkeypatch):
-    from autoresponse import conditions
+    from autoresponse import safe_regex
 
     clock = FakeClock()
     slow = SlowPattern(clock)
-    monkeypatch.setattr(conditions, "_compile", lambda pattern: slow)
-    budget = conditions.RegexBudget(remaining=0.25, clock=clock)
+    monkeypatch.setattr(safe_regex, "_compile", lambda pattern: slow)
+    budget = safe_regex.RegexBudget(remaining=0.25, clock=clock)
     condition_matches(ConditionSpec(field="to", operator="regex", value="slow"), many_recipients(3), budget)
     assert slow.timeouts == pytest.approx([0.1, 0.1, 0.05])
+
+
+# --------------------------------------------------------------------------- one definition
+
+
+def test_the_models_offer_exactly_the_fields_operators_and_modes_of_the_pure_module():
+    from autoresponse.conditions import MatchMode
+    from autoresponse.models import AutoResponseRule, RuleCondition
+
+    def choices(model, name):
+        return model._meta.get_field(name).choices
+
+    assert choices(RuleCondition, "field") == [(member.value, member.label) for member in ConditionField]
+    assert choices(RuleCondition, "operator") == [
+        (member.value, member.label) for member in ConditionOperator
+    ]
+    assert choices(AutoResponseRule, "match") == [("all", "All conditions"), ("any", "Any condition")]
+    assert [member.value for member in MatchMode] == ["all", "any"]
+
+
+@pytest.mark.parametrize("operator", list(ConditionOperator))
+def test_every_operator_is_validated_and_evaluated_by_the_one_table(operator):
+    # Valueless operators need no value; every other one refuses a blank value.
+    needs_value = operator not in (ConditionOperator.IS_EMPTY, ConditionOperator.IS_NOT_EMPTY)
+    blank = spec("subject", operator, "")
+    if needs_value:
+        with pytest.raises(ConditionError, match="needs a value"):
+            validate_condition(blank)
+        assert condition_matches(blank, FACTS) is False
+    else:
+        validate_condition(blank)
+        assert condition_matches(blank, FACTS) is (operator == ConditionOperator.IS_NOT_EMPTY)

@@ -4,17 +4,16 @@ from datetime import datetime
 
 import pytest
 
-from autoresponse import rendering
+from autoresponse import rendering, sandbox
 from autoresponse.rendering import (
     ALLOWED_VARIABLES,
-    MAX_LOOP_ITERATIONS,
-    MAX_OUTPUT_CHARS,
     TemplateProblem,
-    header_safe,
+    header_value_safe,
     sample_context,
     template_render,
     template_validate,
 )
+from autoresponse.sandbox import MAX_LOOP_ITERATIONS, MAX_OUTPUT_CHARS
 
 
 def context(**email_changes):
@@ -319,7 +318,7 @@ def test_resource_limits(source, message):
 
 
 def test_time_limit(monkeypatch):
-    monkeypatch.setattr(rendering, "RENDER_TIME_LIMIT", -1.0)  # every check finds the time is up
+    monkeypatch.setattr(sandbox, "RENDER_TIME_LIMIT", -1.0)  # every check finds the time is up
     with pytest.raises(TemplateProblem) as excinfo:
         render("{% for i in range(3) %}{{ i }}{% endfor %}")
     assert str(excinfo.value) == "line 1: limit exceeded: the template took longer than -1 s to render"
@@ -356,16 +355,16 @@ def test_loops_just_under_the_iteration_limit_are_fine():
 
 
 def test_header_safe_strips_line_breaks():
-    assert header_safe("Hi\r\nBcc: evil@x") == "Hi Bcc: evil@x"
+    assert header_value_safe("Hi\r\nBcc: evil@x") == "Hi Bcc: evil@x"
 
 
 def test_header_safe_strips_other_control_characters_and_folds_whitespace():
-    assert header_safe("  a\x00b\tc\u2028d\x85e\x1bf   g \n") == "a b c d e f g"
+    assert header_value_safe("  a\x00b\tc\u2028d\x85e\x1bf   g \n") == "a b c d e f g"
 
 
 def test_header_safe_caps_at_998_characters():
-    assert header_safe("x" * 2000) == "x" * 998
-    assert header_safe("") == ""
+    assert header_value_safe("x" * 2000) == "x" * 998
+    assert header_value_safe("") == ""
 
 
 def test_sample_context_shape():
@@ -402,7 +401,7 @@ def test_other_texts_are_bounded_to_a_header_length(field):
 
 
 def test_the_time_limit_interrupts_a_single_long_filter_call(monkeypatch):
-    monkeypatch.setattr(rendering, "RENDER_TIME_LIMIT", 0.05)
+    monkeypatch.setattr(sandbox, "RENDER_TIME_LIMIT", 0.05)
     ctx = context(text="y" * rendering.MAX_CONTEXT_TEXT_CHARS)  # one long word
     with pytest.raises(TemplateProblem, match="took longer than") as raised:
         render("{{ (email.text * 70)|wordwrap(1) }}", ctx)

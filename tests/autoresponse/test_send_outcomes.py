@@ -13,7 +13,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from autoresponse.models import AutoReply, AutoReplyStatus
-from autoresponse.services import auto_replies_due, auto_reply_send
+from autoresponse.selectors import auto_replies_due
+from autoresponse.services import auto_replies_mark_stale_sending, auto_reply_send
 from mailboxes.encryption import CIPHERTEXT_PREFIX
 from mailhub.tasks import send_auto_reply
 from tests.factories import AutoReplyFactory, EmailFactory, MailboxFactory, UserFactory
@@ -243,6 +244,6 @@ def test_stale_sending_older_than_the_cutoff_only(request, short_timeouts):
     AutoReply.objects.filter(pk=reply.pk).update(
         status=AutoReplyStatus.SENDING, claimed_at=timezone.now() - timedelta(minutes=5)
     )
-    auto_replies_due(mailbox_id=reply.email.mailbox_id)
+    auto_replies_mark_stale_sending(mailbox_id=reply.email.mailbox_id)
     reply.refresh_from_db()
     assert reply.status == AutoReplyStatus.SENDING

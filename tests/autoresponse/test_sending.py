@@ -6,9 +6,11 @@ import pytest
 from django.utils import timezone
 
 from autoresponse.models import AutoReply, AutoReplyStatus
-from autoresponse.services import auto_replies_due, auto_reply_send
+from autoresponse.selectors import auto_replies_due
+from autoresponse.services import auto_replies_mark_stale_sending, auto_reply_send
 from processing.services import email_process
 from tests.factories import (
+    AutoReplyFactory,
     AutoResponseRuleFactory,
     EmailFactory,
     EmailTemplateFactory,
@@ -251,12 +253,40 @@ def test_stale_sending_becomes_uncertain_not_resent(mailbox, template, smtp_serv
     AutoResponseRuleFactory(mailbox=mailbox, template=template)
     email_process(email_id=new_email(mailbox).pk)
     AutoReply.objects.update(status=AutoReplyStatus.SENDING, claimed_at=timezone.now() - timedelta(hours=1))
+    assert auto_replies_mark_stale_sending(mailbox_id=mailbox.pk) == 1
     assert auto_replies_due(mailbox_id=mailbox.pk) == []
     reply = AutoReply.objects.get()
     assert reply.status == AutoReplyStatus.UNCERTAIN
     assert "not retried" in reply.reason
     assert auto_reply_send(auto_reply_id=reply.pk).status == AutoReplyStatus.UNCERTAIN
     assert smtp_server.messages == []
+
+
+def test_reading_what_is_due_changes_no_row(mailbox, template):
+    AutoResponseRuleFactory(mailbox=mailbox, template=template)
+    email_process(email_id=new_email(mailbox).pk)
+    AutoReply.objects.update(status=AutoReplyStatus.SENDING, claimed_at=timezone.now() - timedelta(hours=1))
+    assert auto_replies_due(mailbox_id=mailbox.pk) == []
+    assert AutoReply.objects.get().status == AutoReplyStatus.SENDING
+
+
+def test_marking_stale_sending_leaves_other_mailboxes_and_recent_claims(mailbox, template):
+    other = MailboxFactory()
+    for box in (mailbox, other):
+        AutoResponseRuleFactory(mailbox=box, template=template)
+        email_process(email_id=new_email(box, message_id=f"<q-{box.pk}@customer.example>").pk)
+    hour_ago, minute_ago = timezone.now() - timedelta(hours=1), timezone.now() - timedelta(minutes=1)
+    AutoReply.objects.update(status=AutoReplyStatus.SENDING, claimed_at=hour_ago)
+    recent = AutoReplyFactory(
+        email=new_email(mailbox, message_id="<recent@customer.example>"),
+        status=AutoReplyStatus.SENDING,
+        claimed_at=minute_ago,
+    )
+    assert auto_replies_mark_stale_sending(mailbox_id=mailbox.pk) == 1
+    statuses = dict(AutoReply.objects.values_list("email__mailbox_id", "status").exclude(pk=recent.pk))
+    assert statuses == {mailbox.pk: AutoReplyStatus.UNCERTAIN, other.pk: AutoReplyStatus.SENDING}
+    recent.refresh_from_db()
+    assert recent.status == AutoReplyStatus.SENDING
 
 
 def test_subject_with_crlf_cannot_inject_a_header(mailbox, smtp_server):
@@ -410,13 +440,13 @@ def test_encoded_reply_to_name_cannot_route_the_reply_to_our_own_mailbox(mailbox
 def test_a_timed_out_regex_condition_is_recorded_and_not_answered(
     mailbox, template, smtp_server, monkeypatch
 ):
-    from autoresponse import conditions
+    from autoresponse import safe_regex
 
     class TimesOut:
         def search(self, text, timeout):
             raise TimeoutError
 
-    monkeypatch.setattr(conditions, "_compile", lambda pattern: TimesOut())
+    monkeypatch.setattr(safe_regex, "_compile", lambda pattern: TimesOut())
     rule = AutoResponseRuleFactory(mailbox=mailbox, template=template)
     RuleConditionFactory(rule=rule, field="subject", operator="regex", value="(a+)+$")
     assert process_and_send(new_email(mailbox)) == []

@@ -16,7 +16,7 @@ from processing.services import (
     emails_needing_processing,
 )
 from processing.services.leads import readable_name
-from tests.factories import EmailFactory, MailboxFactory, UserFactory
+from tests.factories import CaseFactory, EmailFactory, MailboxFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
 
@@ -108,7 +108,7 @@ def test_subject_token_from_a_stranger_does_not_join(case_mailbox):
 
 
 def test_subject_token_of_another_mailbox_does_not_join(case_mailbox):
-    other_case = Case.objects.create(subject="x", mailbox=MailboxFactory())
+    other_case = CaseFactory(subject="x", mailbox=MailboxFactory())
     email = EmailFactory(mailbox=case_mailbox, subject=f"[#{other_case.number}] hi")
     assert email_process(email_id=email.pk).result == "case_created"
     assert Case.objects.count() == 2
@@ -209,14 +209,14 @@ def test_history_is_never_processed(case_mailbox):
 
 def test_database_refuses_a_second_case_from_one_email(case_mailbox):
     email = EmailFactory(mailbox=case_mailbox)
-    Case.objects.create(subject="a", mailbox=case_mailbox, source_email=email)
+    CaseFactory(subject="a", mailbox=case_mailbox, source_email=email)
     with pytest.raises(IntegrityError), transaction.atomic():
-        Case.objects.create(subject="b", mailbox=case_mailbox, source_email=email)
+        CaseFactory(subject="b", mailbox=case_mailbox, source_email=email)
 
 
 def test_database_refuses_an_email_in_both_a_lead_and_a_case(case_mailbox):
     email = EmailFactory(mailbox=case_mailbox)
-    case = Case.objects.create(subject="a", mailbox=case_mailbox)
+    case = CaseFactory(subject="a", mailbox=case_mailbox)
     lead = Lead.objects.create(name="a", email="a@x", mailbox=case_mailbox)
     with pytest.raises(IntegrityError), transaction.atomic():
         Email.objects.filter(pk=email.pk).update(case=case, lead=lead)
@@ -333,7 +333,7 @@ def _break(how: str, earlier: Email, monkeypatch) -> str:
     if how == "exception":
         _fail_for(monkeypatch, {earlier.pk})
         return "RuntimeError: cannot open a case"
-    Case.objects.create(subject="left over", mailbox=earlier.mailbox, source_email=earlier)
+    CaseFactory(subject="left over", mailbox=earlier.mailbox, source_email=earlier)
     return "IntegrityError"
 
 
@@ -413,3 +413,24 @@ def test_failures_of_a_reply_and_of_its_earlier_email_are_both_recorded(thread, 
         (ProcessingStatus.FAILED, 1, f"RuntimeError: cannot open a case for email {reply.pk}"),
     ]
     assert Case.objects.count() == 0
+
+
+def test_case_number_collision_takes_the_next_number_in_the_same_transaction(case_mailbox, monkeypatch):
+    from processing.models import FIRST_CASE_NUMBER
+    from processing.services.cases import case_number_allocate
+
+    CaseFactory(mailbox=case_mailbox)
+    real_aggregate = Case.objects.aggregate
+    reads = []
+
+    def stale_first_read(**kwargs):
+        # The first read misses the case committed by a concurrent creator.
+        reads.append(1)
+        return {"highest": None} if len(reads) == 1 else real_aggregate(**kwargs)
+
+    monkeypatch.setattr(Case.objects, "aggregate", stale_first_read)
+    with transaction.atomic():
+        case = case_number_allocate(case=Case(subject="second", mailbox=case_mailbox))
+        assert Case.objects.count() == 2  # the transaction is still usable after the collision
+    assert (case.number, len(reads)) == (FIRST_CASE_NUMBER + 1, 2)
+    assert Case.objects.get(pk=case.pk).number == FIRST_CASE_NUMBER + 1

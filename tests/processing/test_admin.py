@@ -48,3 +48,17 @@ def test_retry_processing_resets_failed_emails(admin_client):
     done.refresh_from_db()
     assert (failed.processing_status, failed.processing_attempts) == (ProcessingStatus.PENDING, 0)
     assert done.processing_status == ProcessingStatus.DONE
+
+
+def test_a_case_added_by_hand_gets_the_next_number(admin_client):
+    from tests.factories import CaseFactory, MailboxFactory
+
+    mailbox = MailboxFactory()
+    existing = CaseFactory(mailbox=mailbox)
+    response = admin_client.post(
+        reverse("admin:processing_case_add"),
+        {"subject": "By phone", "status": "open", "priority": "normal", "mailbox": mailbox.pk},
+    )
+    assert response.status_code == 302
+    added = Case.objects.get(subject="By phone")
+    assert added.number == existing.number + 1

@@ -1,7 +1,10 @@
 """The whole chain through real servers: Dovecot -> store -> lead/case -> auto-reply -> SMTP."""
 
+from datetime import timedelta
+
 import pytest
 from django.core.management import call_command
+from django.utils import timezone
 
 from autoresponse.models import AutoReply, AutoReplyStatus
 from mailboxes.models import Email, ProcessingStatus
@@ -101,6 +104,27 @@ def test_crash_between_store_and_process_is_recovered_by_the_next_poll(
     assert Case.objects.count() == 3
     assert sorted(Case.objects.values_list("source_email__uid", flat=True)) == [1, 2, 3]
     assert len(smtp_server.wait_for(3)) == 3
+
+
+def test_a_send_interrupted_long_ago_is_made_uncertain_by_the_next_poll(
+    case_mailbox, imap_account, smtp_server, monkeypatch
+):
+    imap_account.append(message(1))
+
+    def killed(**kwargs):
+        raise SystemExit("worker killed while sending")
+
+    monkeypatch.setattr("mailhub.pipeline.auto_reply_send", killed)
+    with pytest.raises(SystemExit):
+        call_command("poll_mailboxes", "--mailbox", str(case_mailbox.pk))
+    monkeypatch.undo()
+    # What the killed worker left: claimed ('sending') an hour ago, outcome unknown.
+    AutoReply.objects.update(status=AutoReplyStatus.SENDING, claimed_at=timezone.now() - timedelta(hours=1))
+    call_command("poll_mailboxes", "--mailbox", str(case_mailbox.pk))
+    reply = AutoReply.objects.get()
+    assert reply.status == AutoReplyStatus.UNCERTAIN
+    assert reply.reason.startswith("interrupted while sending (outcome unknown)")
+    assert smtp_server.messages == []
 
 
 def test_celery_tasks_run_the_same_chain(case_mailbox, imap_account, smtp_server):
