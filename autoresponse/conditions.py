@@ -57,6 +57,8 @@ from dataclasses import dataclass
 
 import regex
 
+from mailboxes.mime.headers import unfold as _unfold
+
 __all__ = [
     "FIELDS",
     "MATCH_MODES",
@@ -297,11 +299,6 @@ def validate_condition(spec: ConditionSpec) -> None:
 
 def _fold(text: str) -> str:
     return (text or "").casefold()
-
-
-def _unfold(text: str) -> str:
-    # RFC 5322 §2.2.3: unfolding removes the CRLF that precedes folding whitespace.
-    return regex.sub(r"\r?\n(?=[ \t])", "", text or "")
 
 
 def _recipient_candidates(recipients: list[tuple[str, str]]) -> list[str]:
