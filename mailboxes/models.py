@@ -9,6 +9,7 @@ from django.db.models import F, Q
 from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
+from .access import AnyUser, Reach, mailbox_reach, mailboxes_granted_q
 from .encryption import EncryptedTextField, SecretDecryptionError
 from .imap import ImapSettings
 from .smtp import SmtpSettings
@@ -48,20 +49,17 @@ class ProcessingStatus(models.TextChoices):
     SKIPPED = "skipped", "Not processed (history)"
 
 
-class MailboxQuerySet(models.QuerySet):
-    def accessible_to(self, user) -> MailboxQuerySet:
-        """The one rule of who may see a mailbox; every page and selector goes through it.
-
-        Superusers see all; other active users see mailboxes granted to them directly or to one of
-        their groups (Django groups are the roles); inactive or anonymous users see none.
-        """
-        if user is None or not user.is_authenticated or not user.is_active:
+class MailboxQuerySet(models.QuerySet["Mailbox"]):
+    def accessible_to(self, user: AnyUser | None) -> MailboxQuerySet:
+        """The mailboxes `user` may see (the rule is in mailboxes/access.py); every page and
+        selector goes through it."""
+        reach = mailbox_reach(user)
+        if reach is Reach.NOTHING or user is None:
             return self.none()
-        if user.is_superuser:
+        if reach is Reach.EVERYTHING:
             return self.all()
-        granted = Q(authorized_users=user) | Q(authorized_groups__in=user.groups.all())
         # A subquery rather than .distinct() keeps the queryset usable with ordering and updates.
-        return self.filter(pk__in=Mailbox.objects.filter(granted).values("pk"))
+        return self.filter(pk__in=Mailbox.objects.filter(mailboxes_granted_q(user)).values("pk"))
 
     def active(self) -> MailboxQuerySet:
         return self.filter(is_active=True)
