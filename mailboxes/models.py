@@ -335,12 +335,6 @@ class Attachment(models.Model):
         return self.filename
 
 
-class MailboxViewPreferenceManager(models.Manager):
-    def choose(self, *, user, mailbox: Mailbox | None) -> None:
-        """Remember the view; the caller has checked that `user` may see `mailbox`."""
-        self.update_or_create(user=user, defaults={"mailbox": mailbox})
-
-
 class MailboxViewPreference(models.Model):
     """The view a user last chose in My Emails, kept across visits and devices.
 
@@ -354,25 +348,8 @@ class MailboxViewPreference(models.Model):
     mailbox = models.ForeignKey(Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = MailboxViewPreferenceManager()
-
     def __str__(self) -> str:
         return f"{self.user}: {self.mailbox.label if self.mailbox else 'All my mailboxes'}"
-
-
-class MailboxVisitManager(models.Manager):
-    def record(self, *, user, seen_up_to: dict[int, int]) -> None:
-        """Mark each mailbox seen up to its email id: one upsert whatever their number."""
-        now = timezone.now()
-        self.bulk_create(
-            [
-                MailboxVisit(user=user, mailbox_id=pk, seen_up_to_email_id=email_id, visited_at=now)
-                for pk, email_id in seen_up_to.items()
-            ],
-            update_conflicts=True,
-            unique_fields=["user", "mailbox"],
-            update_fields=["seen_up_to_email_id", "visited_at"],
-        )
 
 
 class MailboxVisit(models.Model):
@@ -388,8 +365,6 @@ class MailboxVisit(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="visits")
     seen_up_to_email_id = models.BigIntegerField(default=0)
     visited_at = models.DateTimeField(default=timezone.now)
-
-    objects = MailboxVisitManager()
 
     class Meta:
         constraints = [
