@@ -23,14 +23,14 @@ import imapclient
 from django.views.decorators.debug import sensitive_variables
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
-from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
+from .tls import NOT_TLS_REASONS, CaFileError, Security, certificate_problem, speaks_tls, verifying_context
 
 
 @dataclass(frozen=True)
 class ImapSettings:
     host: str
     port: int
-    security: str  # "ssl" | "starttls" | "none"
+    security: Security
     username: str
     password: str = field(repr=False)  # never in a repr, a log line or a traceback
     folder: str = "INBOX"
@@ -69,7 +69,7 @@ def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
             f"IMAP TLS certificate of {where} rejected: {certificate_problem(exc, imap.ca_file)}",
             permanent=True,
         )
-    if isinstance(exc, ssl.SSLError) and imap.security == "ssl" and exc.reason in NOT_TLS_REASONS:
+    if isinstance(exc, ssl.SSLError) and imap.security == Security.SSL and exc.reason in NOT_TLS_REASONS:
         return ImapError(
             f"IMAP server {where} did not answer in TLS: security setting mismatch? 'ssl' is "
             f"implicit TLS (usually port 993); a plain port (usually 143) needs 'starttls' ({exc})",
@@ -94,17 +94,17 @@ def imap_session(imap: ImapSettings) -> Iterator[ImapConnection]:
     caller's code inside the `with` (a full disk while storing, say) passes through unchanged,
     so that it is never reported as a problem of the mail server.
     """
-    context = _ssl_context(imap) if imap.security in ("ssl", "starttls") else None
+    context = _ssl_context(imap) if imap.security in (Security.SSL, Security.STARTTLS) else None
     try:
         client = imapclient.IMAPClient(
             imap.host,
             port=imap.port,
-            ssl=imap.security == "ssl",
-            ssl_context=context if imap.security == "ssl" else None,
+            ssl=imap.security == Security.SSL,
+            ssl_context=context if imap.security == Security.SSL else None,
             timeout=imap.timeout,
         )
     except (OSError, IMAPClientError) as exc:
-        if imap.security != "ssl" and isinstance(exc, TimeoutError) and _tls_port(imap):
+        if imap.security != Security.SSL and isinstance(exc, TimeoutError) and _tls_port(imap):
             raise ImapError(
                 f"IMAP server {imap.host}:{imap.port} expects TLS from the first byte (no plain-text "
                 "greeting): security setting mismatch? This port needs 'ssl' (implicit TLS)",
@@ -113,7 +113,7 @@ def imap_session(imap: ImapSettings) -> Iterator[ImapConnection]:
         raise _translate(exc, imap) from exc
     client.normalise_times = False  # keep INTERNALDATE's zone instead of naive local time
     try:
-        if imap.security == "starttls":
+        if imap.security == Security.STARTTLS:
             if not client.has_capability("STARTTLS"):
                 raise ImapError(
                     f"IMAP server {imap.host}:{imap.port} does not offer STARTTLS (the password was not "

@@ -13,6 +13,7 @@ from .access import AnyUser, Reach, mailbox_reach, mailboxes_granted_q
 from .encryption import EncryptedTextField, SecretDecryptionError
 from .imap import ImapSettings
 from .smtp import SmtpSettings
+from .tls import Security
 
 # The reason recorded on a mailbox (and shown in the admin and `mailhub_status`) when its secret
 # was encrypted with a key that MAILHUB_ENCRYPTION_KEYS no longer lists.
@@ -25,9 +26,11 @@ SMTP_KEY_MISSING_ERROR = (
 
 
 class TransportSecurity(models.TextChoices):
-    SSL = "ssl", "SSL/TLS (implicit)"
-    STARTTLS = "starttls", "STARTTLS"
-    NONE = "none", "None (plain text; loopback or trusted network only)"
+    """The gateways' `Security`, as choices of a mailbox field."""
+
+    SSL = Security.SSL.value, "SSL/TLS (implicit)"
+    STARTTLS = Security.STARTTLS.value, "STARTTLS"
+    NONE = Security.NONE.value, "None (plain text; loopback or trusted network only)"
 
 
 class ProcessingAction(models.TextChoices):
@@ -181,7 +184,7 @@ class Mailbox(models.Model):
         return ImapSettings(
             host=self.imap_host,
             port=self.imap_port,
-            security=self.imap_security,
+            security=Security(self.imap_security),
             username=self.imap_username,
             password=password,
             folder=self.imap_folder,
@@ -198,7 +201,7 @@ class Mailbox(models.Model):
         return SmtpSettings(
             host=self.smtp_host,
             port=self.smtp_port,
-            security=self.smtp_security,
+            security=Security(self.smtp_security),
             username=self.smtp_username,
             password=password,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,

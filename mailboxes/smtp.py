@@ -36,14 +36,14 @@ from email.message import EmailMessage
 
 from django.views.decorators.debug import sensitive_variables
 
-from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
+from .tls import NOT_TLS_REASONS, CaFileError, Security, certificate_problem, speaks_tls, verifying_context
 
 
 @dataclass(frozen=True)
 class SmtpSettings:
     host: str
     port: int
-    security: str  # "ssl" | "starttls" | "none"
+    security: Security
     username: str = ""
     password: str = field(default="", repr=False)  # never in a repr, a log line or a traceback
     timeout: float = 30.0
@@ -98,7 +98,7 @@ def _translate(exc: BaseException, smtp: SmtpSettings) -> SmtpError:
             f"SMTP TLS certificate of {where} rejected: {certificate_problem(exc, smtp.ca_file)}",
             permanent=True,
         )
-    if isinstance(exc, ssl.SSLError) and smtp.security == "ssl" and exc.reason in NOT_TLS_REASONS:
+    if isinstance(exc, ssl.SSLError) and smtp.security == Security.SSL and exc.reason in NOT_TLS_REASONS:
         return SmtpError(
             f"SMTP server {where} did not answer in TLS: security setting mismatch? 'ssl' is "
             f"implicit TLS (usually port 465); a plain port (usually 587 or 25) needs 'starttls' ({exc})",
@@ -118,7 +118,7 @@ def _text(value: bytes | str) -> str:
 
 
 def _connect(smtp: SmtpSettings, context: ssl.SSLContext | None) -> smtplib.SMTP:
-    if smtp.security == "ssl":
+    if smtp.security == Security.SSL:
         return smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
     try:
         return smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
@@ -164,12 +164,12 @@ def _login(client: smtplib.SMTP, smtp: SmtpSettings) -> None:
 
 @contextmanager
 def smtp_session(smtp: SmtpSettings) -> Iterator[smtplib.SMTP]:
-    context = _ssl_context(smtp) if smtp.security in ("ssl", "starttls") else None
+    context = _ssl_context(smtp) if smtp.security in (Security.SSL, Security.STARTTLS) else None
     try:
         client = _connect(smtp, context)
         try:
             client.ehlo()
-            if smtp.security == "starttls":
+            if smtp.security == Security.STARTTLS:
                 if not client.has_extn("starttls"):
                     raise SmtpError(
                         f"SMTP server {smtp.host}:{smtp.port} does not offer STARTTLS (the password "
