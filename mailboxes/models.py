@@ -6,7 +6,7 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import F, Q
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
 from .access import AnyUser, Reach, mailbox_reach, mailboxes_granted_q
@@ -316,10 +316,7 @@ class Email(models.Model):
         return f"{self.subject or '(no subject)'} — {self.from_address or '(unknown sender)'}"
 
     def get_absolute_url(self) -> str:
-        try:
-            return reverse("emails:detail", args=[self.pk])
-        except NoReverseMatch:
-            return reverse("admin:mailboxes_email_change", args=[self.pk])
+        return reverse("emails:detail", args=[self.pk])
 
 
 class Attachment(models.Model):

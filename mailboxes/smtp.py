@@ -32,7 +32,6 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 
 from django.views.decorators.debug import sensitive_variables
 
@@ -205,12 +204,6 @@ def smtp_check_connection(smtp: SmtpSettings) -> str:
         code, _message = client.noop()
     login = f" as {smtp.username!r}" if smtp.username else " (no login)"
     return f"SMTP OK: connected to {smtp.host}:{smtp.port}{login}, NOOP answered {code}."
-
-
-def smtp_send(smtp: SmtpSettings, message: EmailMessage) -> None:
-    """Send one message; raises SmtpError telling whether a retry can help."""
-    with smtp_session(smtp) as client:
-        client.send_message(message)
 
 
 # RFC 5321 §4.5.2 transparency: a line starting with "." gets one more.
