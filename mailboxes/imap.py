@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import imapclient
 from django.views.decorators.debug import sensitive_variables
@@ -338,7 +339,7 @@ class ImapConnection:
         messages.sort(key=lambda message: message.uid)
         return FetchOutcome(messages=messages, gone=gone, undelivered=undelivered)
 
-    def _fetch_bodies(self, uids: list[int]) -> dict:
+    def _fetch_bodies(self, uids: list[int]) -> dict[int, dict[bytes, Any]]:
         """UID FETCH of the bodies; a tagged NO counts as an answer without any of them.
 
         Servers answer NO when some of the messages can't be fetched (RFC 3501 §7.1.2; RFC 5530
@@ -348,7 +349,10 @@ class ImapConnection:
         """
         with self._translated_errors():
             try:
-                return self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+                answer: dict[int, dict[bytes, Any]] = self._client.fetch(
+                    uids, ["BODY.PEEK[]", "INTERNALDATE"]
+                )
+                return answer
             except (IMAPClientAbortError, ProtocolError):
                 raise
             except IMAPClientError as exc:
@@ -358,7 +362,7 @@ class ImapConnection:
                 return {}
 
 
-def _fetched_message(uid: int, data: dict | None) -> FetchedMessage | None:
+def _fetched_message(uid: int, data: dict[bytes, Any] | None) -> FetchedMessage | None:
     """The message in one FETCH answer, or None when the answer has no BODY[] literal."""
     raw = data.get(b"BODY[]") if data else None
     if not isinstance(raw, bytes | bytearray):  # absent, or NIL

@@ -294,7 +294,13 @@ def _drop_unwanted_history(
 
 
 def _store_batch(
-    mailbox: Mailbox, token: str, uidvalidity: int, messages: list, result: PollResult, *, cursor: int
+    mailbox: Mailbox,
+    token: str,
+    uidvalidity: int,
+    messages: list[FetchedMessage],
+    result: PollResult,
+    *,
+    cursor: int,
 ) -> None:
     """One transaction per batch: its emails and the advanced cursor commit together, and only
     while the lease is still ours (the conditional UPDATE also locks the mailbox row until the

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from django.utils import timezone
 
-from mailboxes.access import AnyUser
 from mailboxes.models import Mailbox, MailboxViewPreference, MailboxVisit
 
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User  # AUTH_USER_MODEL
 
-def mailbox_visits_record(*, user: AnyUser, seen_up_to: dict[int, int]) -> None:
+
+def mailbox_visits_record(*, user: User, seen_up_to: dict[int, int]) -> None:
     """Mark each mailbox (id -> email id) seen up to that email: one upsert whatever their number."""
     now = timezone.now()
     MailboxVisit.objects.bulk_create(
@@ -22,7 +26,7 @@ def mailbox_visits_record(*, user: AnyUser, seen_up_to: dict[int, int]) -> None:
     )
 
 
-def mailbox_view_choose(*, user: AnyUser, mailbox: Mailbox | None) -> None:
+def mailbox_view_choose(*, user: User, mailbox: Mailbox | None) -> None:
     """Remember the view (None: all my mailboxes); the caller has checked that `user` may see
     `mailbox`."""
     MailboxViewPreference.objects.update_or_create(user=user, defaults={"mailbox": mailbox})
