@@ -4,10 +4,8 @@ Errors are translated into `ImapError` with a `permanent` flag: permanent ones (
 missing folder, TLS misconfiguration) need an admin; transient ones (refused, timeout, dropped
 connection) are retried with backoff.
 
-TLS: security "ssl" is implicit TLS (IMAPS, usually port 993), "starttls" upgrades a plain
-connection (usually port 143) and refuses to log in if the server does not offer STARTTLS,
-"none" is plain text. Certificates are always verified, hostname included, against the system
-CAs plus, if set, the PEM bundle `ImapSettings.ca_file` (a company's private CA).
+TLS modes are `tls.Security`; STARTTLS refuses to log in when the server does not offer it, and
+certificates are always verified (see mailboxes/tls.py).
 """
 
 from __future__ import annotations

@@ -10,16 +10,9 @@ have accepted (and will deliver) the message, so a retry could deliver a second 
 earlier point (connect, login, MAIL, RCPT, DATA, while sending the body) is not ambiguous: without
 the final dot no server accepts a message.
 
-Timeouts (RFC 5321 §4.5.3.2): every command and the body use `SmtpSettings.timeout`
-(MAILHUB_NETWORK_TIMEOUT); the reply to the final dot is awaited `SmtpSettings.data_timeout`
-(MAILHUB_SMTP_DATA_TIMEOUT, 10 minutes as §4.5.3.2.6 "DATA Termination" asks): servers scan the
-message (antivirus, spam filters) before answering, and giving up early turns a delivered message
-into an ambiguous one.
-
-TLS: security "ssl" is implicit TLS (SMTPS, usually port 465), "starttls" upgrades a plain
-connection (usually port 587) and refuses to go on if the server does not offer STARTTLS,
-"none" is plain text. Certificates are always verified, hostname included, against the system
-CAs plus, if set, the PEM bundle `SmtpSettings.ca_file` (a company's private CA).
+Timeouts (RFC 5321 §4.5.3.2): `SmtpSettings.timeout` per command, the longer `data_timeout` only
+for the reply to the final dot (§4.5.3.2.6: servers scan the message before answering). TLS modes
+are `tls.Security`; certificates are always verified (see mailboxes/tls.py).
 """
 
 from __future__ import annotations
