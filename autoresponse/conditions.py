@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from enum import StrEnum
 
-import regex
+from mailboxes.mime.headers import unfold as _unfold
 
 from .safe_regex import RegexBudget, RegexRefused, regex_check, regex_search
 
@@ -220,11 +220,6 @@ def validate_condition(spec: ConditionSpec) -> None:
 
 
 # --------------------------------------------------------------------------- matching
-
-
-def _unfold(text: str) -> str:
-    # RFC 5322 §2.2.3: unfolding removes the CRLF that precedes folding whitespace.
-    return str(regex.sub(r"\r?\n(?=[ \t])", "", text or ""))
 
 
 def _recipient_candidates(recipients: list[tuple[str, str]]) -> list[str]:

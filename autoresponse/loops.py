@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass
 
 from mailboxes import limits
+from mailboxes.mime.headers import header_values as _values
 
 __all__ = ["LoopCheckInput", "address_key", "answered_address", "suppression_reason"]
 
@@ -52,12 +53,6 @@ _ROBOT_LOCAL_PART = re.compile(
 
 # RFC 5322 comments, e.g. "auto-replied (vacation)"; no nesting is needed for these short fields.
 _COMMENT = re.compile(r"\([^()]*\)")
-
-
-def _values(headers: list[tuple[str, str]], name: str) -> list[str]:
-    """All values of header `name` (field names are case-insensitive, RFC 5322 §1.2.2)."""
-    wanted = name.lower()
-    return [value or "" for key, value in headers if (key or "").strip().lower() == wanted]
 
 
 def _keyword(value: str) -> str:

@@ -13,7 +13,6 @@ a duplicate one.
 from __future__ import annotations
 
 import logging
-import random
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -26,6 +25,7 @@ from django.db.models.functions import Concat
 from django.utils import timezone
 
 from mailboxes import limits
+from mailboxes.backoff import backoff_delay
 from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
 from mailboxes.smtp import SmtpError, smtp_send_raw
@@ -333,8 +333,7 @@ def auto_replies_resend_by_hand(*, auto_reply_ids: list[int], requested_by: str)
 
 
 def send_retry_delay(attempts: int) -> timedelta:
-    base = min(3600, 30 * 2 ** max(attempts - 1, 0))
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+    return backoff_delay(attempt=attempts, first=30, cap=3600, jitter=0.2)
 
 
 def auto_replies_mark_stale_sending(*, mailbox_id: int) -> int:

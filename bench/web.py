@@ -157,7 +157,8 @@ def main() -> None:
         from django.test import Client
         from django.test.utils import CaptureQueriesContext
 
-        from mailboxes.models import Email, Mailbox, MailboxViewPreference
+        from mailboxes.models import Email, Mailbox
+        from mailboxes.services.visits import mailbox_view_choose
         from mailhub.web.emails.selectors import EmailGridQuery, email_grid_cursor_at
 
         rng = random.Random(42)
@@ -191,7 +192,7 @@ def main() -> None:
         url = "/emails/"
 
         def choose(mailbox) -> None:
-            MailboxViewPreference.objects.choose(user=user, mailbox=mailbox)
+            mailbox_view_choose(user=user, mailbox=mailbox)
 
         def cursor_of_page(mailbox, page: int, size: int) -> str:
             return email_grid_cursor_at(

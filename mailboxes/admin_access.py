@@ -13,6 +13,7 @@ from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
 
+from .access import Reach, mailbox_reach
 from .models import Mailbox
 
 if TYPE_CHECKING:
@@ -56,7 +57,7 @@ def scoped_to_user(queryset: QuerySet[_M], user: User | AnonymousUser) -> QueryS
     path = mailbox_path(queryset.model)
     if path is None:
         return queryset
-    if user.is_active and user.is_superuser:
+    if mailbox_reach(user) is Reach.EVERYTHING:
         return queryset  # accessible_to is all of them: no subquery needed
     accessible = Mailbox.objects.accessible_to(user)
     if path == "":

@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import hashlib
 from functools import cache
+from typing import TYPE_CHECKING
 
 from cryptography.fernet import Fernet, InvalidToken, MultiFernet
 from django.conf import settings
@@ -128,21 +129,29 @@ class StoredSecret:
 class _SecretDescriptor(DeferredAttribute):
     """Whatever is assigned (str or StoredSecret), the attribute always holds a StoredSecret."""
 
-    def __set__(self, instance, value) -> None:
+    field: EncryptedTextField
+
+    def __set__(self, instance: models.Model, value: str | StoredSecret | None) -> None:
         instance.__dict__[self.field.attname] = self.field.to_python(value)
 
 
-class EncryptedTextField(models.TextField):
+if TYPE_CHECKING:  # the stubs' Field is generic (set type, get type); the runtime class is not
+    _SecretTextField = models.TextField[str | StoredSecret | None, StoredSecret]
+else:
+    _SecretTextField = models.TextField
+
+
+class EncryptedTextField(_SecretTextField):
     """Python side: a StoredSecret (assign a plaintext str). Database column: Fernet ciphertext."""
 
     descriptor_class = _SecretDescriptor
 
-    def from_db_value(self, value, expression, connection):
+    def from_db_value(self, value: str | None, expression: object, connection: object) -> StoredSecret | None:
         if value is None:
             return value
         return StoredSecret.from_db(value)
 
-    def to_python(self, value):
+    def to_python(self, value: object) -> StoredSecret | None:
         # Never str(value): that would turn a StoredSecret into its repr and store that instead.
         if value is None or isinstance(value, StoredSecret):
             return value
@@ -154,13 +163,13 @@ class EncryptedTextField(models.TextField):
             return StoredSecret.from_plaintext(value)
         raise TypeError(f"{self.name} takes a str or a StoredSecret, not {type(value).__name__}")
 
-    def get_prep_value(self, value):
-        value = self.to_python(value)
-        if value is None:
-            return value
-        return value.stored()
+    def get_prep_value(self, value: object) -> str | None:
+        secret = self.to_python(value)
+        if secret is None:
+            return secret
+        return secret.stored()
 
-    def value_to_string(self, obj) -> str:
+    def value_to_string(self, obj: models.Model) -> str:
         """Serializers (dumpdata) write the ciphertext, never the plaintext nor the repr."""
         value = self.value_from_object(obj)
         return value.stored() if isinstance(value, StoredSecret) else ""

@@ -4,10 +4,8 @@ Errors are translated into `ImapError` with a `permanent` flag: permanent ones (
 missing folder, TLS misconfiguration) need an admin; transient ones (refused, timeout, dropped
 connection) are retried with backoff.
 
-TLS: security "ssl" is implicit TLS (IMAPS, usually port 993), "starttls" upgrades a plain
-connection (usually port 143) and refuses to log in if the server does not offer STARTTLS,
-"none" is plain text. Certificates are always verified, hostname included, against the system
-CAs plus, if set, the PEM bundle `ImapSettings.ca_file` (a company's private CA).
+TLS modes are `tls.Security`; STARTTLS refuses to log in when the server does not offer it, and
+certificates are always verified (see mailboxes/tls.py).
 """
 
 from __future__ import annotations
@@ -18,19 +16,20 @@ from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
+from typing import Any
 
 import imapclient
 from django.views.decorators.debug import sensitive_variables
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
-from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
+from .tls import NOT_TLS_REASONS, CaFileError, Security, certificate_problem, speaks_tls, verifying_context
 
 
 @dataclass(frozen=True)
 class ImapSettings:
     host: str
     port: int
-    security: str  # "ssl" | "starttls" | "none"
+    security: Security
     username: str
     password: str = field(repr=False)  # never in a repr, a log line or a traceback
     folder: str = "INBOX"
@@ -69,7 +68,7 @@ def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
             f"IMAP TLS certificate of {where} rejected: {certificate_problem(exc, imap.ca_file)}",
             permanent=True,
         )
-    if isinstance(exc, ssl.SSLError) and imap.security == "ssl" and exc.reason in NOT_TLS_REASONS:
+    if isinstance(exc, ssl.SSLError) and imap.security == Security.SSL and exc.reason in NOT_TLS_REASONS:
         return ImapError(
             f"IMAP server {where} did not answer in TLS: security setting mismatch? 'ssl' is "
             f"implicit TLS (usually port 993); a plain port (usually 143) needs 'starttls' ({exc})",
@@ -94,17 +93,17 @@ def imap_session(imap: ImapSettings) -> Iterator[ImapConnection]:
     caller's code inside the `with` (a full disk while storing, say) passes through unchanged,
     so that it is never reported as a problem of the mail server.
     """
-    context = _ssl_context(imap) if imap.security in ("ssl", "starttls") else None
+    context = _ssl_context(imap) if imap.security in (Security.SSL, Security.STARTTLS) else None
     try:
         client = imapclient.IMAPClient(
             imap.host,
             port=imap.port,
-            ssl=imap.security == "ssl",
-            ssl_context=context if imap.security == "ssl" else None,
+            ssl=imap.security == Security.SSL,
+            ssl_context=context if imap.security == Security.SSL else None,
             timeout=imap.timeout,
         )
     except (OSError, IMAPClientError) as exc:
-        if imap.security != "ssl" and isinstance(exc, TimeoutError) and _tls_port(imap):
+        if imap.security != Security.SSL and isinstance(exc, TimeoutError) and _tls_port(imap):
             raise ImapError(
                 f"IMAP server {imap.host}:{imap.port} expects TLS from the first byte (no plain-text "
                 "greeting): security setting mismatch? This port needs 'ssl' (implicit TLS)",
@@ -113,7 +112,7 @@ def imap_session(imap: ImapSettings) -> Iterator[ImapConnection]:
         raise _translate(exc, imap) from exc
     client.normalise_times = False  # keep INTERNALDATE's zone instead of naive local time
     try:
-        if imap.security == "starttls":
+        if imap.security == Security.STARTTLS:
             if not client.has_capability("STARTTLS"):
                 raise ImapError(
                     f"IMAP server {imap.host}:{imap.port} does not offer STARTTLS (the password was not "
@@ -338,7 +337,7 @@ class ImapConnection:
         messages.sort(key=lambda message: message.uid)
         return FetchOutcome(messages=messages, gone=gone, undelivered=undelivered)
 
-    def _fetch_bodies(self, uids: list[int]) -> dict:
+    def _fetch_bodies(self, uids: list[int]) -> dict[int, dict[bytes, Any]]:
         """UID FETCH of the bodies; a tagged NO counts as an answer without any of them.
 
         Servers answer NO when some of the messages can't be fetched (RFC 3501 §7.1.2; RFC 5530
@@ -348,7 +347,10 @@ class ImapConnection:
         """
         with self._translated_errors():
             try:
-                return self._client.fetch(uids, ["BODY.PEEK[]", "INTERNALDATE"])
+                answer: dict[int, dict[bytes, Any]] = self._client.fetch(
+                    uids, ["BODY.PEEK[]", "INTERNALDATE"]
+                )
+                return answer
             except (IMAPClientAbortError, ProtocolError):
                 raise
             except IMAPClientError as exc:
@@ -358,7 +360,7 @@ class ImapConnection:
                 return {}
 
 
-def _fetched_message(uid: int, data: dict | None) -> FetchedMessage | None:
+def _fetched_message(uid: int, data: dict[bytes, Any] | None) -> FetchedMessage | None:
     """The message in one FETCH answer, or None when the answer has no BODY[] literal."""
     raw = data.get(b"BODY[]") if data else None
     if not isinstance(raw, bytes | bytearray):  # absent, or NIL

@@ -12,6 +12,8 @@ pages, the admin, services) gets it; in-range values compile exactly as before.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 from django.core.exceptions import EmptyResultSet, FullResultSet
 from django.db.models import ForeignKey, ForeignObject, IntegerField
 from django.db.models.expressions import Col
@@ -25,8 +27,21 @@ from django.db.models.fields.related_lookups import (
 )
 from django.db.models.lookups import In
 
+if TYPE_CHECKING:
+    from django.db.backends.base.base import BaseDatabaseWrapper
+    from django.db.models.lookups import Lookup
+    from django.db.models.sql.compiler import SQLCompiler, _AsSqlType
 
-def _integer_range(lookup, connection) -> tuple[int | None, int | None] | None:
+    # The mixins below are only ever combined with a Lookup; at run time they stay plain
+    # classes so the lookups' MRO is exactly Django's own behind them.
+    _LookupMixin = Lookup[Any]
+else:
+    _LookupMixin = object
+
+
+def _integer_range(
+    lookup: Lookup[Any], connection: BaseDatabaseWrapper
+) -> tuple[int | None, int | None] | None:
     """(min, max) the column of the lookup's left side holds, or None if it is no integer."""
     # A column's own field: the output field of a reverse relation (`emails__in`) is the
     # relation, its column the other model's key.
@@ -36,18 +51,19 @@ def _integer_range(lookup, connection) -> tuple[int | None, int | None] | None:
     if not isinstance(field, IntegerField):
         return None
     try:
-        return connection.ops.integer_field_range(field.get_internal_type())
+        bounds: tuple[int | None, int | None] = connection.ops.integer_field_range(field.get_internal_type())
     except KeyError:  # a custom integer type the backend does not list: left to the database
         return None
+    return bounds
 
 
-class _BoundedComparison:
+class _BoundedComparison(_LookupMixin):
     """`field <op> value` with `value` beyond the column's range: no row or every row."""
 
     underflow_exception: type[Exception] = EmptyResultSet
     overflow_exception: type[Exception] = EmptyResultSet
 
-    def process_rhs(self, compiler, connection):
+    def process_rhs(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> _AsSqlType:
         if isinstance(self.rhs, int) and not isinstance(self.rhs, bool):
             bounds = _integer_range(self, connection)
             if bounds is not None:
@@ -59,11 +75,11 @@ class _BoundedComparison:
         return super().process_rhs(compiler, connection)
 
 
-class _BoundedIn:
+class _BoundedIn(_LookupMixin):
     """`field IN (values)`: a value the column cannot hold equals no row, so it is left out (with
     none left, Django's `In` answers "no row" itself)."""
 
-    def process_rhs(self, compiler, connection):
+    def process_rhs(self, compiler: SQLCompiler, connection: BaseDatabaseWrapper) -> _AsSqlType:
         if self.rhs_is_direct_value():
             bounds = _integer_range(self, connection)
             if bounds is not None:

@@ -6,12 +6,14 @@ from django.conf import settings
 from django.contrib.auth.models import Group
 from django.db import models
 from django.db.models import F, Q
-from django.urls import NoReverseMatch, reverse
+from django.urls import reverse
 from django.utils import timezone
 
+from .access import AnyUser, Reach, mailbox_reach, mailboxes_granted_q
 from .encryption import EncryptedTextField, SecretDecryptionError
 from .imap import ImapSettings
 from .smtp import SmtpSettings
+from .tls import Security
 
 # The reason recorded on a mailbox (and shown in the admin and `mailhub_status`) when its secret
 # was encrypted with a key that MAILHUB_ENCRYPTION_KEYS no longer lists.
@@ -24,9 +26,11 @@ SMTP_KEY_MISSING_ERROR = (
 
 
 class TransportSecurity(models.TextChoices):
-    SSL = "ssl", "SSL/TLS (implicit)"
-    STARTTLS = "starttls", "STARTTLS"
-    NONE = "none", "None (plain text; loopback or trusted network only)"
+    """The gateways' `Security`, as choices of a mailbox field."""
+
+    SSL = Security.SSL.value, "SSL/TLS (implicit)"
+    STARTTLS = Security.STARTTLS.value, "STARTTLS"
+    NONE = Security.NONE.value, "None (plain text; loopback or trusted network only)"
 
 
 class ProcessingAction(models.TextChoices):
@@ -48,20 +52,17 @@ class ProcessingStatus(models.TextChoices):
     SKIPPED = "skipped", "Not processed (history)"
 
 
-class MailboxQuerySet(models.QuerySet):
-    def accessible_to(self, user) -> MailboxQuerySet:
-        """The one rule of who may see a mailbox; every page and selector goes through it.
-
-        Superusers see all; other active users see mailboxes granted to them directly or to one of
-        their groups (Django groups are the roles); inactive or anonymous users see none.
-        """
-        if user is None or not user.is_authenticated or not user.is_active:
+class MailboxQuerySet(models.QuerySet["Mailbox"]):
+    def accessible_to(self, user: AnyUser | None) -> MailboxQuerySet:
+        """The mailboxes `user` may see (the rule is in mailboxes/access.py); every page and
+        selector goes through it."""
+        reach = mailbox_reach(user)
+        if reach is Reach.NOTHING or user is None:
             return self.none()
-        if user.is_superuser:
+        if reach is Reach.EVERYTHING:
             return self.all()
-        granted = Q(authorized_users=user) | Q(authorized_groups__in=user.groups.all())
         # A subquery rather than .distinct() keeps the queryset usable with ordering and updates.
-        return self.filter(pk__in=Mailbox.objects.filter(granted).values("pk"))
+        return self.filter(pk__in=Mailbox.objects.filter(mailboxes_granted_q(user)).values("pk"))
 
     def active(self) -> MailboxQuerySet:
         return self.filter(is_active=True)
@@ -183,7 +184,7 @@ class Mailbox(models.Model):
         return ImapSettings(
             host=self.imap_host,
             port=self.imap_port,
-            security=self.imap_security,
+            security=Security(self.imap_security),
             username=self.imap_username,
             password=password,
             folder=self.imap_folder,
@@ -200,7 +201,7 @@ class Mailbox(models.Model):
         return SmtpSettings(
             host=self.smtp_host,
             port=self.smtp_port,
-            security=self.smtp_security,
+            security=Security(self.smtp_security),
             username=self.smtp_username,
             password=password,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
@@ -315,10 +316,7 @@ class Email(models.Model):
         return f"{self.subject or '(no subject)'} — {self.from_address or '(unknown sender)'}"
 
     def get_absolute_url(self) -> str:
-        try:
-            return reverse("emails:detail", args=[self.pk])
-        except NoReverseMatch:
-            return reverse("admin:mailboxes_email_change", args=[self.pk])
+        return reverse("emails:detail", args=[self.pk])
 
 
 class Attachment(models.Model):
@@ -337,12 +335,6 @@ class Attachment(models.Model):
         return self.filename
 
 
-class MailboxViewPreferenceManager(models.Manager):
-    def choose(self, *, user, mailbox: Mailbox | None) -> None:
-        """Remember the view; the caller has checked that `user` may see `mailbox`."""
-        self.update_or_create(user=user, defaults={"mailbox": mailbox})
-
-
 class MailboxViewPreference(models.Model):
     """The view a user last chose in My Emails, kept across visits and devices.
 
@@ -356,25 +348,8 @@ class MailboxViewPreference(models.Model):
     mailbox = models.ForeignKey(Mailbox, null=True, blank=True, on_delete=models.SET_NULL, related_name="+")
     updated_at = models.DateTimeField(auto_now=True)
 
-    objects = MailboxViewPreferenceManager()
-
     def __str__(self) -> str:
         return f"{self.user}: {self.mailbox.label if self.mailbox else 'All my mailboxes'}"
-
-
-class MailboxVisitManager(models.Manager):
-    def record(self, *, user, seen_up_to: dict[int, int]) -> None:
-        """Mark each mailbox seen up to its email id: one upsert whatever their number."""
-        now = timezone.now()
-        self.bulk_create(
-            [
-                MailboxVisit(user=user, mailbox_id=pk, seen_up_to_email_id=email_id, visited_at=now)
-                for pk, email_id in seen_up_to.items()
-            ],
-            update_conflicts=True,
-            unique_fields=["user", "mailbox"],
-            update_fields=["seen_up_to_email_id", "visited_at"],
-        )
 
 
 class MailboxVisit(models.Model):
@@ -390,8 +365,6 @@ class MailboxVisit(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="visits")
     seen_up_to_email_id = models.BigIntegerField(default=0)
     visited_at = models.DateTimeField(default=timezone.now)
-
-    objects = MailboxVisitManager()
 
     class Meta:
         constraints = [

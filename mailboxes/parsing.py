@@ -5,7 +5,7 @@ and lists what went wrong in ``ParsedEmail.problems`` (the caller keeps the raw 
 
 The MIME tree is built by the stdlib parser (``email.policy.default``, fed in chunks, with header
 values capped before its superlinear structured-header parsers see them), but header values are
-decoded from the raw stored text by :mod:`mailboxes.mime_text`: the policy's header objects raise
+decoded from the raw stored text by :mod:`mailboxes.mime`: the policy's header objects raise
 on some garbage (``Message-ID: <>`` is an IndexError) and turn undecodable bytes into U+FFFD,
 where we want utf-8 -> cp1252 fallbacks and a recorded problem. Body choice follows the
 algorithm mail readers use, as specified for JMAP in RFC 8621 §4.1.4.
@@ -28,23 +28,13 @@ from email.policy import Policy
 from urllib.parse import unquote
 
 from mailboxes import limits
-from mailboxes.mime_text import (
-    clean,
-    decode_base64,
-    decode_bytes,
-    decode_header_text,
-    fold_whitespace,
-    html_to_text,
-    meta_charset,
-    msg_ids,
-    parse_addresses,
-    parse_date,
-    parse_params,
-    sanitize_filename,
-    strip_controls,
-    text_to_html,
-    unfold,
-)
+from mailboxes.mime.charsets import clean, decode_bytes, strip_controls
+from mailboxes.mime.fields import msg_ids, parse_addresses, parse_date
+from mailboxes.mime.filenames import sanitize_filename
+from mailboxes.mime.headers import decode_header_text, fold_whitespace, header_value, unfold_header
+from mailboxes.mime.html_text import html_to_text, meta_charset, text_to_html
+from mailboxes.mime.params import parse_params
+from mailboxes.mime.transfer import decode_base64
 
 __all__ = ["ParsedAddress", "ParsedAttachment", "ParsedEmail", "parse_email"]
 
@@ -129,8 +119,7 @@ class ParsedEmail:
 
     def header(self, name: str) -> str:
         """First value of header ``name`` (case-insensitive), "" if absent."""
-        wanted = name.lower()
-        return next((value for key, value in self.headers if key.lower() == wanted), "")
+        return header_value(self.headers, name)
 
 
 def parse_email(raw: bytes) -> ParsedEmail:
@@ -202,7 +191,7 @@ class _Parser:
     # -- headers -------------------------------------------------------------------------------
 
     def _text(self, raw: str, where: str) -> str:
-        return decode_header_text(unfold(raw, where, self.problems), where, self.problems)
+        return decode_header_text(unfold_header(raw, where, self.problems), where, self.problems)
 
     def _read_headers(self, msg: Message, result: ParsedEmail) -> None:
         first: dict[str, str] = {}
@@ -236,7 +225,9 @@ class _Parser:
         for name in ("From", "To", "Cc", "Reply-To"):
             where = f"{name} header"
             raw = first.get(name.lower())
-            pairs = parse_addresses(unfold(raw, where, self.problems), where, self.problems) if raw else []
+            pairs = (
+                parse_addresses(unfold_header(raw, where, self.problems), where, self.problems) if raw else []
+            )
             lists[name] = [ParsedAddress(name=n, address=a) for n, a in pairs]
         if lists["From"]:
             result.from_name, result.from_address = lists["From"][0].name, lists["From"][0].address
@@ -244,7 +235,7 @@ class _Parser:
 
     def _part(self, msg: Message, section: str) -> _Part:
         where = f"part {section}"
-        raw_type = unfold(_raw(msg, "content-type") or "", where, self.problems)
+        raw_type = unfold_header(_raw(msg, "content-type"), where, self.problems)
         declared, params = parse_params(raw_type, where, self.problems)
         declared = declared.lower()
         try:  # the stdlib knows the defaults (text/plain; message/rfc822 inside multipart/digest)
@@ -258,9 +249,9 @@ class _Parser:
             content_type = declared if _CONTENT_TYPE.match(declared) else "text/plain"
         if raw_type and not _CONTENT_TYPE.match(declared):
             self.problems.append(f"{where}: invalid Content-Type {declared[:60]!r}, read as {content_type}")
-        raw_disposition = unfold(_raw(msg, "content-disposition") or "", where, self.problems)
+        raw_disposition = unfold_header(_raw(msg, "content-disposition"), where, self.problems)
         disposition, disposition_params = parse_params(raw_disposition, where, self.problems)
-        cte = unfold(_raw(msg, "content-transfer-encoding") or "", where, self.problems).strip().lower()
+        cte = unfold_header(_raw(msg, "content-transfer-encoding"), where, self.problems).strip().lower()
         return _Part(
             msg=msg,
             section=section,
@@ -268,7 +259,7 @@ class _Parser:
             params=params,
             disposition=disposition.lower(),
             filename=disposition_params.get("filename") or params.get("name", ""),
-            content_id=unfold(_raw(msg, "content-id") or "", where, self.problems)
+            content_id=unfold_header(_raw(msg, "content-id"), where, self.problems)
             .strip()
             .strip("<>")
             .strip(),
@@ -444,14 +435,15 @@ class _Parser:
             return data
         if part.cte == "quoted-printable" and isinstance(body, str):
             return binascii.a2b_qp(body.encode("ascii", "surrogateescape"))
+        decoded: object
         try:  # 7bit / 8bit / binary, and x-uuencode which the stdlib also undoes
-            data = part.msg.get_payload(decode=True)
+            decoded = part.msg.get_payload(decode=True)
         except Exception as exc:  # noqa: BLE001 - one damaged part must not lose the whole mail
             self.problems.append(f"part {part.section}: undecodable body ({type(exc).__name__}), kept raw")
-            data = None
-        if not isinstance(data, bytes):
-            data = body.encode("ascii", "surrogateescape") if isinstance(body, str) else b""
-        return data
+            decoded = None
+        if isinstance(decoded, bytes):
+            return decoded
+        return body.encode("ascii", "surrogateescape") if isinstance(body, str) else b""
 
     def _message_payload(self, part: _Part) -> tuple[bytes, str]:
         """An attached message (RFC 2046 §5.2) as ONE attachment: its bytes and decoded subject."""
@@ -465,15 +457,13 @@ class _Parser:
                 f"part {part.section}: attached message not serialisable ({type(exc).__name__})"
             )
             return b"", ""
-        subject = (_raw(body[0], "subject") or "") if body else ""
+        subject = _raw(body[0], "subject") if body else ""
         if part.cte in ("base64", "quoted-printable"):
             # RFC 2046 §5.2.1 forbids encoding message/rfc822, but Exchange does it anyway.
             self.problems.append(f"part {part.section}: {part.cte}-encoded attached message, decoded")
             data = binascii.a2b_qp(data) if part.cte == "quoted-printable" else decode_base64(data)[0]
             head = re.split(rb"\r?\n\r?\n", data[:65536], maxsplit=1)[0]
-            subject = (
-                _raw(BytesParser(policy=policy.default).parsebytes(head, headersonly=True), "subject") or ""
-            )
+            subject = _raw(BytesParser(policy=policy.default).parsebytes(head, headersonly=True), "subject")
         return data, fold_whitespace(self._text(subject, f"part {part.section} Subject"))
 
     def _serialise(self, msg: Message) -> bytes:
@@ -512,9 +502,9 @@ def _raw_headers(msg: Message) -> list[tuple[str, str]]:
     return [(str(name), str(value)) for name, value in msg.raw_items()]
 
 
-def _raw(msg: Message, name: str) -> str | None:
-    wanted = name.lower()
-    return next((value for key, value in _raw_headers(msg) if key.lower() == wanted), None)
+def _raw(msg: Message, name: str) -> str:
+    """The first raw value of header ``name``, "" if absent."""
+    return header_value(_raw_headers(msg), name)
 
 
 def _raw_body(msg: Message) -> str | list[Message]:

@@ -10,16 +10,9 @@ have accepted (and will deliver) the message, so a retry could deliver a second 
 earlier point (connect, login, MAIL, RCPT, DATA, while sending the body) is not ambiguous: without
 the final dot no server accepts a message.
 
-Timeouts (RFC 5321 §4.5.3.2): every command and the body use `SmtpSettings.timeout`
-(MAILHUB_NETWORK_TIMEOUT); the reply to the final dot is awaited `SmtpSettings.data_timeout`
-(MAILHUB_SMTP_DATA_TIMEOUT, 10 minutes as §4.5.3.2.6 "DATA Termination" asks): servers scan the
-message (antivirus, spam filters) before answering, and giving up early turns a delivered message
-into an ambiguous one.
-
-TLS: security "ssl" is implicit TLS (SMTPS, usually port 465), "starttls" upgrades a plain
-connection (usually port 587) and refuses to go on if the server does not offer STARTTLS,
-"none" is plain text. Certificates are always verified, hostname included, against the system
-CAs plus, if set, the PEM bundle `SmtpSettings.ca_file` (a company's private CA).
+Timeouts (RFC 5321 §4.5.3.2): `SmtpSettings.timeout` per command, the longer `data_timeout` only
+for the reply to the final dot (§4.5.3.2.6: servers scan the message before answering). TLS modes
+are `tls.Security`; certificates are always verified (see mailboxes/tls.py).
 """
 
 from __future__ import annotations
@@ -32,18 +25,17 @@ import ssl
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from email.message import EmailMessage
 
 from django.views.decorators.debug import sensitive_variables
 
-from .tls import NOT_TLS_REASONS, CaFileError, certificate_problem, speaks_tls, verifying_context
+from .tls import NOT_TLS_REASONS, CaFileError, Security, certificate_problem, speaks_tls, verifying_context
 
 
 @dataclass(frozen=True)
 class SmtpSettings:
     host: str
     port: int
-    security: str  # "ssl" | "starttls" | "none"
+    security: Security
     username: str = ""
     password: str = field(default="", repr=False)  # never in a repr, a log line or a traceback
     timeout: float = 30.0
@@ -98,7 +90,7 @@ def _translate(exc: BaseException, smtp: SmtpSettings) -> SmtpError:
             f"SMTP TLS certificate of {where} rejected: {certificate_problem(exc, smtp.ca_file)}",
             permanent=True,
         )
-    if isinstance(exc, ssl.SSLError) and smtp.security == "ssl" and exc.reason in NOT_TLS_REASONS:
+    if isinstance(exc, ssl.SSLError) and smtp.security == Security.SSL and exc.reason in NOT_TLS_REASONS:
         return SmtpError(
             f"SMTP server {where} did not answer in TLS: security setting mismatch? 'ssl' is "
             f"implicit TLS (usually port 465); a plain port (usually 587 or 25) needs 'starttls' ({exc})",
@@ -118,7 +110,7 @@ def _text(value: bytes | str) -> str:
 
 
 def _connect(smtp: SmtpSettings, context: ssl.SSLContext | None) -> smtplib.SMTP:
-    if smtp.security == "ssl":
+    if smtp.security == Security.SSL:
         return smtplib.SMTP_SSL(smtp.host, smtp.port, timeout=smtp.timeout, context=context)
     try:
         return smtplib.SMTP(smtp.host, smtp.port, timeout=smtp.timeout)
@@ -164,12 +156,12 @@ def _login(client: smtplib.SMTP, smtp: SmtpSettings) -> None:
 
 @contextmanager
 def smtp_session(smtp: SmtpSettings) -> Iterator[smtplib.SMTP]:
-    context = _ssl_context(smtp) if smtp.security in ("ssl", "starttls") else None
+    context = _ssl_context(smtp) if smtp.security in (Security.SSL, Security.STARTTLS) else None
     try:
         client = _connect(smtp, context)
         try:
             client.ehlo()
-            if smtp.security == "starttls":
+            if smtp.security == Security.STARTTLS:
                 if not client.has_extn("starttls"):
                     raise SmtpError(
                         f"SMTP server {smtp.host}:{smtp.port} does not offer STARTTLS (the password "
@@ -205,12 +197,6 @@ def smtp_check_connection(smtp: SmtpSettings) -> str:
         code, _message = client.noop()
     login = f" as {smtp.username!r}" if smtp.username else " (no login)"
     return f"SMTP OK: connected to {smtp.host}:{smtp.port}{login}, NOOP answered {code}."
-
-
-def smtp_send(smtp: SmtpSettings, message: EmailMessage) -> None:
-    """Send one message; raises SmtpError telling whether a retry can help."""
-    with smtp_session(smtp) as client:
-        client.send_message(message)
 
 
 # RFC 5321 §4.5.2 transparency: a line starting with "." gets one more.

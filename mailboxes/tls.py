@@ -10,6 +10,16 @@ from __future__ import annotations
 import functools
 import socket
 import ssl
+from enum import StrEnum
+
+
+class Security(StrEnum):
+    """How a gateway protects its connection (models.TransportSecurity offers the same values)."""
+
+    SSL = "ssl"  # implicit TLS from the first byte (IMAPS 993, SMTPS 465; RFC 8314)
+    STARTTLS = "starttls"  # plain connection upgraded before login (RFC 2595 / RFC 3207)
+    NONE = "none"  # plain text: loopback or a trusted network only
+
 
 # OpenSSL's reasons for a first "TLS record" that is no TLS at all: typically the plain-text
 # greeting of a server that does not speak TLS on this port.

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import random
 import secrets
 import time
 from dataclasses import dataclass, field
@@ -15,6 +14,7 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
+from mailboxes.backoff import backoff_delay
 from mailboxes.encryption import SecretDecryptionError
 from mailboxes.imap import (
     FetchedMessage,
@@ -99,9 +99,13 @@ def mailbox_release_poll_lease(*, mailbox_id: int, token: str) -> None:
 
 def retry_delay(*, poll_interval: int, failures: int) -> timedelta:
     """Exponential backoff with jitter, capped: a broken mailbox is not hammered (nor forgotten)."""
-    cap = settings.MAILHUB_POLL_BACKOFF_MAX
-    base = min(cap, max(poll_interval, 30) * (2 ** min(failures - 1, 10)))
-    return timedelta(seconds=base * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+    return backoff_delay(
+        attempt=failures,
+        first=max(poll_interval, 30),
+        cap=settings.MAILHUB_POLL_BACKOFF_MAX,
+        max_exponent=10,
+        jitter=0.2,
+    )
 
 
 def mailbox_poll(*, mailbox_id: int) -> PollResult:
@@ -290,7 +294,13 @@ def _drop_unwanted_history(
 
 
 def _store_batch(
-    mailbox: Mailbox, token: str, uidvalidity: int, messages: list, result: PollResult, *, cursor: int
+    mailbox: Mailbox,
+    token: str,
+    uidvalidity: int,
+    messages: list[FetchedMessage],
+    result: PollResult,
+    *,
+    cursor: int,
 ) -> None:
     """One transaction per batch: its emails and the advanced cursor commit together, and only
     while the lease is still ours (the conditional UPDATE also locks the mailbox row until the

@@ -7,6 +7,7 @@ import logging
 import uuid
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from django.core.files.base import ContentFile
 from django.core.files.storage import default_storage
@@ -119,7 +120,8 @@ def email_store_fetched(
     received_at = limits.bounded_date(internal_date)
     if internal_date is not None and received_at is None:
         problems.append(f"server's INTERNALDATE {internal_date!r:.60} out of range: time of storing used")
-    raw_path = Email._meta.get_field("raw").generate_filename(None, f"{mailbox.pk}-{uidvalidity}-{uid}.eml")
+    # upload_to is a strftime pattern, which needs no instance (the stubs ask for one).
+    raw_path = Email._meta.get_field("raw").generate_filename(None, f"{mailbox.pk}-{uidvalidity}-{uid}.eml")  # type: ignore[arg-type]
     raw_name = default_storage.save(raw_path, ContentFile(raw))
     written.append(raw_name)
     base = {
@@ -165,7 +167,7 @@ class EmailStoreFailed(Exception):
     """Even the reduced form of a message could not be stored: a failure on our side."""
 
 
-def _email_full_form(base: dict, parsed: ParsedEmail, problems: list[str]) -> Email:
+def _email_full_form(base: dict[str, Any], parsed: ParsedEmail, problems: list[str]) -> Email:
     date = limits.bounded_date(parsed.date)
     if parsed.date is not None and date is None:
         problems.append(f"Date header {parsed.date.isoformat()!r} out of range: not stored")
@@ -218,13 +220,13 @@ def _attachments_store(email: Email, parsed: ParsedEmail, written: list[str]) ->
         # The stored name is ours (the sender's filename is only metadata): no path tricks.
         stored_name = f"{email.pk}-{index}-{uuid.uuid4().hex}.bin"
         attachment.file.save(stored_name, ContentFile(part.payload), save=False)
-        written.append(attachment.file.name)
+        written.append(str(attachment.file.name))  # save() has just set it
         attachments.append(attachment)
     Attachment.objects.bulk_create(attachments)
 
 
 def _email_reduced_form(
-    base: dict, parsed: ParsedEmail, problems: list[str], error: Exception, where: str
+    base: dict[str, Any], parsed: ParsedEmail, problems: list[str], error: Exception, where: str
 ) -> Email:
     """The raw original, the identity and the short header fields: nothing a database or an index
     can refuse. Staff see it (with its problem) and can read the original."""
@@ -251,7 +253,7 @@ def _email_reduced_form(
     return email
 
 
-def _stored_already(base: dict) -> int | None:
+def _stored_already(base: dict[str, Any]) -> int | None:
     """The email that makes this one a duplicate: same identity, or same UID of the folder."""
     same = Q(identity=base["identity"]) | Q(uidvalidity=base["uidvalidity"], uid=base["uid"])
     return Email.objects.filter(same, mailbox=base["mailbox"]).values_list("pk", flat=True).first()

@@ -18,6 +18,7 @@ from django.db.models import F, Q
 from django.utils import timezone
 
 from autoresponse.services import auto_replies_plan_for_email
+from mailboxes.backoff import backoff_delay
 from mailboxes.models import Email, Mailbox, ProcessingAction, ProcessingStatus
 from processing.models import Case, CaseStatus, Lead
 
@@ -35,8 +36,7 @@ RETRY_BASE = timedelta(minutes=1)
 
 
 def processing_retry_delay(attempts: int) -> timedelta:
-    factor: int = 4 ** max(attempts - 1, 0)
-    return RETRY_BASE * factor
+    return backoff_delay(attempt=attempts, first=RETRY_BASE.total_seconds(), factor=4)
 
 
 class ProcessingResult(StrEnum):

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from mailboxes.mime_text import html_to_text
+from mailboxes.mime.html_text import html_to_text
 from mailboxes.parsing import ParsedAddress, ParsedAttachment, ParsedEmail, parse_email
 
 CORPUS = Path(__file__).resolve().parents[2].parent / "shared" / "corpus"

@@ -10,11 +10,11 @@ import time
 import pytest
 
 from mailboxes.imap import ImapSettings, imap_check_connection
-from mailboxes.models import Email
+from mailboxes.models import Email, Mailbox, TransportSecurity
 from mailboxes.services import mailbox_poll
 from mailboxes.services.connection import ConnectionCheck, mailbox_test_connection
 from mailboxes.smtp import SmtpError, SmtpSettings, smtp_check_connection, smtp_send_raw
-from mailboxes.tls import verifying_context
+from mailboxes.tls import Security, verifying_context
 from tests.factories import MailboxFactory
 from tests.servers import PASSWORD, DovecotServer, ImapAccount, RecordingSmtpServer, TlsFiles
 
@@ -390,3 +390,14 @@ def test_smtp_plain_text_against_implicit_tls_port_names_the_setting(
         "greeting): security setting mismatch? This port needs 'ssl' (implicit TLS)"
     )
     assert excinfo.value.permanent is True
+
+
+def test_mailbox_settings_carry_the_gateways_security_enum():
+    assert [(c.value, c.label) for c in TransportSecurity] == [
+        (Security.SSL, "SSL/TLS (implicit)"),
+        (Security.STARTTLS, "STARTTLS"),
+        (Security.NONE, "None (plain text; loopback or trusted network only)"),
+    ]
+    mailbox = Mailbox(imap_security="starttls", smtp_security="none", imap_password="", smtp_password="")
+    assert mailbox.imap_settings().security is Security.STARTTLS
+    assert mailbox.smtp_settings().security is Security.NONE

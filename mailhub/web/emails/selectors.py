@@ -30,6 +30,7 @@ from django.db.models.functions import Coalesce, Length, Substr
 from django.utils import timezone
 
 from autoresponse.models import AutoReply
+from mailboxes.access import users_granted_q
 from mailboxes.models import Attachment, Email, Mailbox, MailboxViewPreference, MailboxVisit, SubjectSortKey
 from processing.services.threads import referenced_message_ids
 
@@ -82,12 +83,8 @@ def users_with_access_to(*, mailbox: Mailbox) -> QuerySet:
     """Active users who may see `mailbox`: the rule of `accessible_to`, read the other way round
     (for choosing an assignee). tests/web/test_cases_and_leads.py checks that both agree."""
     user_model = get_user_model()
-    granted = Q(is_superuser=True) | Q(authorized_mailboxes=mailbox) | Q(groups__authorized_mailboxes=mailbox)
-    return (
-        user_model.objects.filter(is_active=True)
-        .filter(pk__in=user_model.objects.filter(granted).values("pk"))
-        .order_by("username")
-    )
+    granted = user_model.objects.filter(users_granted_q(mailbox)).values("pk")
+    return user_model.objects.filter(pk__in=granted).order_by("username")
 
 
 # -- the view selector (All my mailboxes / one mailbox) --------------------------------------------

@@ -23,7 +23,8 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from mailboxes.models import Email, MailboxViewPreference, MailboxVisit
+from mailboxes.models import Email
+from mailboxes.services.visits import mailbox_view_choose, mailbox_visits_record
 from mailhub.web.converters import database_id_from_text
 from mailhub.web.sanitize import email_body_csp, email_html_document, sanitize_email_html
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
@@ -141,7 +142,7 @@ def email_list(request: HttpRequest) -> HttpResponse:
         page_number = 1  # walked back to the start
     first_page = page_number == 1
     if first_page and view.mailbox_ids:
-        MailboxVisit.objects.record(user=request.user, seen_up_to=seen_up_to)
+        mailbox_visits_record(user=request.user, seen_up_to=seen_up_to)
     # The rows that are new to this reader: above the watermark of the previous visit.
     seen_before = {box.pk: box.seen_up_to for box in view.mailboxes}
     for email in page.emails:
@@ -236,7 +237,7 @@ def email_view_select(request: HttpRequest) -> HttpResponse:
         mailbox = mailbox_get_for_user(user=request.user, pk=mailbox_id) if mailbox_id else None
         if mailbox is None:
             raise Http404("No such mailbox.")
-    MailboxViewPreference.objects.choose(user=request.user, mailbox=mailbox)
+    mailbox_view_choose(user=request.user, mailbox=mailbox)
     return redirect("emails:list")
 
 
