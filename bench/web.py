@@ -158,7 +158,7 @@ def main() -> None:
         from django.test.utils import CaptureQueriesContext
 
         from mailboxes.models import Email, Mailbox, MailboxViewPreference
-        from mailhub.web.emails.selectors import EmailGridQuery, email_grid_cursor_at
+        from mailhub.web.emails.grid import EmailGridQuery, email_grid_cursor_at
 
         rng = random.Random(42)
         user = User.objects.create_user("bench", password="bench-password")

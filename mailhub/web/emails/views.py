@@ -28,23 +28,16 @@ from mailhub.web.converters import database_id_from_text
 from mailhub.web.sanitize import email_body_csp, email_html_document, sanitize_email_html
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
-from .selectors import (
-    NEW_COUNT_CAP,
-    SORT_KEYS,
-    EmailGridQuery,
-    Relation,
-    attachment_get_for_user,
+from .access import attachment_get_for_user, email_get_for_user, mailbox_get_for_user
+from .email_page import (
     email_attachments,
     email_auto_replies,
-    email_get_for_user,
-    email_grid_page,
     email_inline_images,
     email_text_body,
     email_thread,
-    email_view_for_user,
-    latest_email_ids,
-    mailbox_get_for_user,
 )
+from .grid import SORT_KEYS, EmailGridQuery, Relation, email_grid_page
+from .view_selector import NEW_COUNT_CAP, email_view_for_user, latest_email_ids
 
 PAGE_SIZES = (25, 50, 100)
 DEFAULT_PAGE_SIZE = 50

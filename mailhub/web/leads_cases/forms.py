@@ -6,7 +6,7 @@ from django import forms
 from django.contrib.auth import get_user_model
 
 from mailboxes.models import Mailbox
-from mailhub.web.emails.selectors import mailboxes_visible_to
+from mailhub.web.emails.access import mailboxes_visible_to
 from processing.models import Case, CaseEvent, CasePriority, CaseStatus, LeadStatus
 from processing.services.cases import case_update
 

@@ -13,7 +13,7 @@ from django.db.models import Q, QuerySet
 
 from mailboxes.models import Mailbox
 from mailhub.web.converters import database_id_from_text
-from mailhub.web.emails.selectors import users_with_access_to, without_mailbox_secrets
+from mailhub.web.emails.access import users_with_access_to, without_mailbox_secrets
 from processing.models import Case, CaseEvent, Lead
 
 # Person filters of the lists: "me", "none" (unassigned) or a user id as text.

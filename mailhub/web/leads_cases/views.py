@@ -10,7 +10,7 @@ from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from mailhub.web.emails.selectors import EMAILS_PER_RECORD_PAGE, emails_of_case_or_lead
+from mailhub.web.emails.email_page import EMAILS_PER_RECORD_PAGE, emails_of_case_or_lead
 from processing.models import Case, Lead
 
 from .forms import CaseFilterForm, CaseUpdateForm, LeadFilterForm

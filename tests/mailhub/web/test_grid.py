@@ -12,7 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from mailboxes.models import Email, MailboxViewPreference, MailboxVisit
-from mailhub.web.emails.selectors import EmailGridQuery, email_grid_cursor_at, email_grid_page
+from mailhub.web.emails.grid import EmailGridQuery, email_grid_cursor_at, email_grid_page
 from tests.factories import CaseFactory, EmailFactory, LeadFactory, MailboxFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

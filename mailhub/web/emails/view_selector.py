@@ -1,0 +1,81 @@
+"""The view selector of My Emails (All my mailboxes / one mailbox) and its counts of new emails."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from django.db.models import IntegerField, OuterRef, Subquery, Value
+from django.db.models.functions import Coalesce
+
+from mailboxes.models import Email, Mailbox, MailboxViewPreference, MailboxVisit
+
+from .access import mailboxes_visible_to
+
+# "New" counts stop here: counting 100,000 unseen emails on every page would cost more than
+# showing "999+".
+NEW_COUNT_CAP = 999
+
+
+class _CappedCount(Subquery):
+    """COUNT(*) of a subquery that is itself LIMITed: cost bounded by the cap, not the table."""
+
+    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS capped_count)"
+    output_field = IntegerField()
+
+
+@dataclass(frozen=True)
+class EmailView:
+    """What My Emails shows: `mailbox` None means "All my mailboxes"."""
+
+    mailboxes: list[Mailbox]  # each annotated with `new_count` and `seen_up_to`
+    mailbox: Mailbox | None
+
+    @property
+    def mailbox_ids(self) -> list[int]:
+        return [self.mailbox.pk] if self.mailbox else [box.pk for box in self.mailboxes]
+
+    @property
+    def total_new(self) -> int:
+        return sum(box.new_count for box in self.mailboxes)
+
+
+def email_view_for_user(*, user) -> EmailView:
+    """The user's mailboxes with their count of new emails, and the view they chose last.
+
+    Two queries whatever the number of mailboxes. A saved mailbox the user can no longer access
+    is ignored: the view falls back to all their mailboxes.
+    """
+    seen_up_to = Coalesce(
+        Subquery(
+            MailboxVisit.objects.filter(user=user, mailbox=OuterRef("pk")).values("seen_up_to_email_id")[:1]
+        ),
+        Value(0),
+    )
+    unseen = Email.objects.filter(mailbox=OuterRef("pk"), pk__gt=OuterRef("seen_up_to")).order_by()
+    mailboxes = list(
+        mailboxes_visible_to(user)
+        .annotate(seen_up_to=seen_up_to)
+        .annotate(new_count=_CappedCount(unseen.values("pk")[: NEW_COUNT_CAP + 1]))
+        .order_by("label")
+    )
+    preference = MailboxViewPreference.objects.filter(user=user).values_list("mailbox_id", flat=True).first()
+    chosen = next((box for box in mailboxes if box.pk == preference), None)
+    return EmailView(mailboxes=mailboxes, mailbox=chosen)
+
+
+def latest_email_ids(*, mailbox_ids: list[int]) -> dict[int, int]:
+    """Per mailbox, the highest email id stored so far (the watermark of "seen"): one query.
+
+    Per mailbox, not one global maximum: on PostgreSQL ids are taken at insert, not at commit,
+    so a long batch of one mailbox can commit after another mailbox stored a higher id. Within a
+    mailbox, polls run one at a time (the lease), so its ids do commit in order.
+    """
+    # A correlated "newest id of this mailbox" per mailbox: one seek each in the (mailbox, id)
+    # index, where GROUP BY + MAX would walk every email of a 100,000-email mailbox.
+    newest = Email.objects.filter(mailbox=OuterRef("pk")).order_by("-pk").values("pk")[:1]
+    rows = (
+        Mailbox.objects.filter(pk__in=mailbox_ids)
+        .annotate(highest=Coalesce(Subquery(newest), Value(0)))
+        .values_list("pk", "highest")
+    )
+    return dict(rows)
