@@ -7,10 +7,16 @@ so a page cannot reveal that something exists in a mailbox the reader has no acc
 
 from __future__ import annotations
 
+from typing import TypeAlias
+
 from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 
 from mailboxes.models import Attachment, Email, Mailbox
+
+# Who asks: a page's `request.user` (an anonymous one sees nothing), or a user loaded by id.
+AnyUser: TypeAlias = AbstractBaseUser | AnonymousUser
 
 # Loading a mailbox decrypts its IMAP and SMTP passwords (EncryptedTextField): the pages never
 # need them, so no mailbox they load carries them.

@@ -34,7 +34,7 @@ from .email_page import (
 )
 from .forms import DEFAULT_PAGE_SIZE, PAGE_SIZES, EmailGridForm
 from .grid import SORT_KEYS, EmailGridQuery, email_grid_page
-from .view_selector import NEW_COUNT_CAP, email_view_for_user, latest_email_ids
+from .view_selector import NEW_COUNT_CAP, email_grid_rows, email_view_for_user, latest_email_ids
 
 # -- the grid -------------------------------------------------------------------------------------
 
@@ -62,10 +62,6 @@ def email_list(request: HttpRequest) -> HttpResponse:
     first_page = page_number == 1
     if first_page and view.mailbox_ids:
         MailboxVisit.objects.record(user=request.user, seen_up_to=seen_up_to)
-    # The rows that are new to this reader: above the watermark of the previous visit.
-    seen_before = {box.pk: box.seen_up_to for box in view.mailboxes}
-    for email in page.emails:
-        email.is_new = email.pk > seen_before.get(email.mailbox_id, 0)
     today = timezone.localdate()
     return render(
         request,
@@ -73,16 +69,22 @@ def email_list(request: HttpRequest) -> HttpResponse:
         {
             "view": view,
             "view_choices": [
-                ("all", "All my mailboxes", view.mailbox is None, new_count_label(view.total_new)),
+                ("all", "All my mailboxes", view.chosen is None, new_count_label(view.total_new)),
                 *(
-                    (str(box.pk), box.label, box == view.mailbox, new_count_label(box.new_count))
-                    for box in view.mailboxes
+                    (
+                        str(choice.mailbox.pk),
+                        choice.mailbox.label,
+                        choice == view.chosen,
+                        new_count_label(choice.new_count),
+                    )
+                    for choice in view.choices
                 ),
             ],
-            "current_new": new_count_label(view.mailbox.new_count if view.mailbox else view.total_new),
+            "current_new": new_count_label(view.new_count),
             "form": form,
             "query": query,
             "page": page,
+            "rows": email_grid_rows(emails=page.emails, view=view),
             "page_number": page_number,
             "page_size": page_size,
             "urls": _grid_urls(request, query, page, page_number, page_size),
