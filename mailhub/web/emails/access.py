@@ -7,16 +7,16 @@ so a page cannot reveal that something exists in a mailbox the reader has no acc
 
 from __future__ import annotations
 
-from typing import TypeAlias
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db.models import Q, QuerySet
 
 from mailboxes.models import Attachment, Email, Mailbox
+from mailhub.web.users import AnyUser
 
-# Who asks: a page's `request.user` (an anonymous one sees nothing), or a user loaded by id.
-AnyUser: TypeAlias = AbstractBaseUser | AnonymousUser
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # Loading a mailbox decrypts its IMAP and SMTP passwords (EncryptedTextField): the pages never
 # need them, so no mailbox they load carries them.
@@ -28,19 +28,19 @@ def without_mailbox_secrets(relation: str = "") -> list[str]:
     return [f"{relation}__{name}" if relation else name for name in MAILBOX_SECRETS]
 
 
-def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
+def mailboxes_visible_to(user: AnyUser) -> QuerySet[Mailbox]:
     return Mailbox.objects.accessible_to(user).defer(*without_mailbox_secrets())
 
 
-def mailbox_get_for_user(*, user, pk: int) -> Mailbox | None:
+def mailbox_get_for_user(*, user: AnyUser, pk: int) -> Mailbox | None:
     return mailboxes_visible_to(user).filter(pk=pk).first()
 
 
-def emails_visible_to(user) -> QuerySet[Email]:
+def emails_visible_to(user: AnyUser) -> QuerySet[Email]:
     return Email.objects.filter(mailbox__in=Mailbox.objects.accessible_to(user))
 
 
-def email_get_for_user(*, user, pk: int, defer: tuple[str, ...] = ()) -> Email | None:
+def email_get_for_user(*, user: AnyUser, pk: int, defer: tuple[str, ...] = ()) -> Email | None:
     """`defer`: fields the caller does not need loaded (the page reads only the start of the
     text body, see `email_text_body`)."""
     return (
@@ -52,7 +52,7 @@ def email_get_for_user(*, user, pk: int, defer: tuple[str, ...] = ()) -> Email |
     )
 
 
-def attachment_get_for_user(*, user, email_pk: int, attachment_pk: int) -> Attachment | None:
+def attachment_get_for_user(*, user: AnyUser, email_pk: int, attachment_pk: int) -> Attachment | None:
     return (
         Attachment.objects.filter(email__in=emails_visible_to(user))
         .filter(pk=attachment_pk, email_id=email_pk)
@@ -60,7 +60,7 @@ def attachment_get_for_user(*, user, email_pk: int, attachment_pk: int) -> Attac
     )
 
 
-def users_with_access_to(*, mailbox: Mailbox) -> QuerySet:
+def users_with_access_to(*, mailbox: Mailbox) -> QuerySet[User]:
     """Active users who may see `mailbox`: the rule of `accessible_to`, read the other way round
     (for choosing an assignee). tests/web/test_cases_and_leads.py checks that both agree."""
     user_model = get_user_model()

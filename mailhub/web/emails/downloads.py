@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 from django.contrib.auth import get_user_model
@@ -13,8 +14,14 @@ from django.contrib.auth.decorators import login_required
 from django.contrib.auth.views import redirect_to_login
 from django.core import signing
 from django.db.models.fields.files import FieldFile
-from django.http import FileResponse, Http404, HttpRequest, HttpResponse
+from django.http import FileResponse, Http404, HttpRequest
+from django.http.response import HttpResponseBase
 from django.views.decorators.http import require_GET
+
+from mailhub.web.users import AuthenticatedHttpRequest
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 from .access import attachment_get_for_user, email_get_for_user
 
@@ -30,7 +37,7 @@ def inline_image_token(*, user_id: int, email_id: int) -> str:
     return signing.dumps([user_id, email_id], salt=INLINE_IMAGE_SALT)
 
 
-def _inline_image_reader(token: str, email_id: int):
+def _inline_image_reader(token: str, email_id: int) -> User | None:
     try:
         user_id, token_email_id = signing.loads(
             token, salt=INLINE_IMAGE_SALT, max_age=INLINE_IMAGE_TOKEN_MAX_AGE
@@ -43,7 +50,7 @@ def _inline_image_reader(token: str, email_id: int):
 
 
 @require_GET
-def email_inline_image(request: HttpRequest, pk: int, attachment_pk: int) -> HttpResponse:
+def email_inline_image(request: HttpRequest, pk: int, attachment_pk: int) -> HttpResponseBase:
     """An inline (cid:) image of an email, for its frame: authorized by the frame's token."""
     reader = _inline_image_reader(request.GET.get("t", ""), pk)
     if reader is None:
@@ -116,7 +123,7 @@ def _file_response(stored: FieldFile, *, content_type: str) -> FileResponse:
 
 @login_required
 @require_GET
-def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> HttpResponse:
+def attachment_download(request: AuthenticatedHttpRequest, pk: int, attachment_pk: int) -> FileResponse:
     attachment = attachment_get_for_user(user=request.user, email_pk=pk, attachment_pk=attachment_pk)
     if attachment is None:
         raise Http404("No such attachment.")
@@ -127,7 +134,7 @@ def attachment_download(request: HttpRequest, pk: int, attachment_pk: int) -> Ht
 
 @login_required
 @require_GET
-def email_original_download(request: HttpRequest, pk: int) -> HttpResponse:
+def email_original_download(request: AuthenticatedHttpRequest, pk: int) -> FileResponse:
     """The raw message as stored (RFC 5322 bytes), for what the page cuts (a long body, the
     attachments beyond the page's list, headers): a download, never rendered."""
     email = email_get_for_user(user=request.user, pk=pk)

@@ -10,6 +10,7 @@ from django.db.models.functions import Length, Substr
 
 from autoresponse.models import AutoReply
 from mailboxes.models import Attachment, Email
+from mailhub.web.users import AnyUser
 from processing.services.threads import referenced_message_ids
 
 from .access import emails_visible_to
@@ -27,7 +28,7 @@ TEXT_BODY_SHOWN = 1_000_000  # characters of the text body
 EMAILS_PER_RECORD_PAGE = 50  # the emails of a case or a lead, per page
 
 
-def email_thread(*, user, email: Email) -> list[Email]:
+def email_thread(*, user: AnyUser, email: Email) -> list[Email]:
     """Other emails of the conversation: those of its case, otherwise those it references
     (In-Reply-To, References) and those that reply to it (RFC 5322 §3.6.4), in one mailbox."""
     emails = emails_visible_to(user).exclude(pk=email.pk)
@@ -102,13 +103,19 @@ def email_auto_replies(*, email: Email) -> list[AutoReply]:
     return list(AutoReply.objects.filter(email=email).order_by("created_at", "pk")[:THREAD_LIMIT])
 
 
-def emails_of_case_or_lead(
-    *, user, case_id: int | None = None, lead_id: int | None = None
-) -> QuerySet[Email]:
-    """Emails of a case or a lead, oldest first, for their pages (the grid's columns only); the
-    page shows them EMAILS_PER_RECORD_PAGE at a time."""
-    emails = emails_visible_to(user)
-    emails = emails.filter(case_id=case_id) if case_id is not None else emails.filter(lead_id=lead_id)
+def emails_of_case(*, user: AnyUser, case_id: int) -> QuerySet[Email]:
+    """Emails of a case, oldest first, for its page: see `_emails_of_record`."""
+    return _emails_of_record(emails_visible_to(user).filter(case_id=case_id))
+
+
+def emails_of_lead(*, user: AnyUser, lead_id: int) -> QuerySet[Email]:
+    """Emails of a lead, oldest first, for its page: see `_emails_of_record`."""
+    return _emails_of_record(emails_visible_to(user).filter(lead_id=lead_id))
+
+
+def _emails_of_record(emails: QuerySet[Email]) -> QuerySet[Email]:
+    """The emails of a case's or a lead's page (the grid's columns only), oldest first; the page
+    shows them EMAILS_PER_RECORD_PAGE at a time."""
     return (
         emails.only("pk", "subject", "from_name", "from_address", "received_at", "has_attachments")
         .annotate(snippet=Substr("text_body", 1, SNIPPET_LENGTH))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django import forms
 
 from .grid import SORT_KEYS, EmailGridQuery, Relation
@@ -36,8 +38,9 @@ class EmailGridForm(forms.Form):
     before = forms.CharField(required=False, max_length=2000)
     page = forms.IntegerField(required=False, min_value=1, max_value=10_000_000)
 
-    def clean(self):
-        cleaned = super().clean()
+    def clean(self) -> dict[str, Any]:
+        super().clean()
+        cleaned = self.cleaned_data
         start, end = cleaned.get("received_from"), cleaned.get("received_until")
         if start and end and start > end:
             # Neither bound is trusted then: the whole range is ignored, and the reader told why.
@@ -46,7 +49,8 @@ class EmailGridForm(forms.Form):
             cleaned.pop("received_until")
         return cleaned
 
-    def value(self, name: str, default=None):
+    def value(self, name: str, default: Any = None) -> Any:
+        """A cleaned parameter, or `default` if it is missing, empty or invalid."""
         self.is_valid()
         value = self.cleaned_data.get(name) if name not in self.errors else None
         return default if value in (None, "") else value

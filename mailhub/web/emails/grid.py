@@ -16,6 +16,7 @@ from django.db.models.functions import Substr
 from django.utils import timezone
 
 from mailboxes.models import Email, SubjectSortKey
+from mailhub.web.users import AnyUser
 
 from .access import emails_visible_to
 
@@ -136,8 +137,8 @@ class _Cursor:
     pk: int
 
 
-def _encode_cursor(sort: str, pk: int, key) -> str:
-    payload = [key.isoformat() if sort == "received" else key, pk]
+def _encode_cursor(sort: str, pk: int, key: str | datetime) -> str:
+    payload = [key.isoformat() if isinstance(key, datetime) else key, pk]
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
@@ -177,7 +178,7 @@ def _after(cursor: _Cursor, *, descending: bool) -> Q:
 
 def email_grid_page(
     *,
-    user,
+    user: AnyUser,
     mailbox_ids: list[int] | None,
     query: EmailGridQuery,
     after: str | None = None,
@@ -247,7 +248,9 @@ def email_grid_page(
     )
 
 
-def email_grid_cursor_at(*, user, mailbox_ids: list[int] | None, query: EmailGridQuery, position: int) -> str:
+def email_grid_cursor_at(
+    *, user: AnyUser, mailbox_ids: list[int] | None, query: EmailGridQuery, position: int
+) -> str:
     """The `after` cursor of a page starting at row `position` (0-based, > 0), for benchmarks and
     tests. It uses an OFFSET, exactly what the grid avoids: no page calls it."""
     sort = query.sort if query.sort in SORT_KEYS else "received"

@@ -8,8 +8,9 @@ from django.db.models import IntegerField, OuterRef, Subquery, Value
 from django.db.models.functions import Coalesce
 
 from mailboxes.models import Email, Mailbox, MailboxViewPreference, MailboxVisit
+from mailhub.web.users import AnyUser
 
-from .access import AnyUser, mailboxes_visible_to
+from .access import mailboxes_visible_to
 
 # "New" counts stop here: counting 100,000 unseen emails on every page would cost more than
 # showing "999+".

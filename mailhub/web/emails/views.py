@@ -8,6 +8,7 @@ The files (attachments, the original, inline images) are served by `downloads`.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from urllib.parse import urlencode
 
 from django.contrib import messages
@@ -21,6 +22,7 @@ from django.views.decorators.http import require_GET, require_POST
 from mailboxes.models import Email, MailboxViewPreference, MailboxVisit
 from mailhub.web.converters import database_id_from_text
 from mailhub.web.sanitize import email_body_csp, email_html_document, sanitize_email_html
+from mailhub.web.users import AuthenticatedHttpRequest
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
 from .access import email_get_for_user, mailbox_get_for_user
@@ -33,7 +35,7 @@ from .email_page import (
     email_thread,
 )
 from .forms import DEFAULT_PAGE_SIZE, PAGE_SIZES, EmailGridForm
-from .grid import SORT_KEYS, EmailGridQuery, email_grid_page
+from .grid import SORT_KEYS, EmailGridPage, EmailGridQuery, email_grid_page
 from .view_selector import NEW_COUNT_CAP, email_grid_rows, email_view_for_user, latest_email_ids
 
 # -- the grid -------------------------------------------------------------------------------------
@@ -41,7 +43,7 @@ from .view_selector import NEW_COUNT_CAP, email_grid_rows, email_view_for_user, 
 
 @login_required
 @require_GET
-def email_list(request: HttpRequest) -> HttpResponse:
+def email_list(request: AuthenticatedHttpRequest) -> HttpResponse:
     view = email_view_for_user(user=request.user)
     # Before the grid: whatever arrives later stays new.
     seen_up_to = latest_email_ids(mailbox_ids=view.mailbox_ids)
@@ -87,7 +89,7 @@ def email_list(request: HttpRequest) -> HttpResponse:
             "rows": email_grid_rows(emails=page.emails, view=view),
             "page_number": page_number,
             "page_size": page_size,
-            "urls": _grid_urls(request, query, page, page_number, page_size),
+            "urls": _grid_urls(request, query, page, page_number),
             "today": today.isoformat(),
             "this_year": str(today.year),
         },
@@ -101,7 +103,7 @@ def new_count_label(count: int) -> str:
 _PAGING_PARAMETERS = ("after", "before", "page")
 
 
-def _url_with(request: HttpRequest, **changes) -> str:
+def _url_with(request: HttpRequest, **changes: str | None) -> str:
     """This grid's URL with some parameters changed (None removes one)."""
     params = request.GET.copy()
     for name, value in changes.items():
@@ -111,9 +113,22 @@ def _url_with(request: HttpRequest, **changes) -> str:
     return f"{request.path}?{params.urlencode()}" if params else request.path
 
 
-def _grid_urls(request, query: EmailGridQuery, page, page_number: int, page_size: int) -> dict:
+@dataclass(frozen=True)
+class GridUrls:
+    """Links of the grid page."""
+
+    sort: dict[str, str]  # per sort key: sort by it (or reverse it, if it is the current one)
+    next: str | None
+    previous: str | None
+    page_sizes: list[tuple[int, str]]
+    clear: str  # the same view and order without filters nor search
+
+
+def _grid_urls(
+    request: HttpRequest, query: EmailGridQuery, page: EmailGridPage, page_number: int
+) -> GridUrls:
     """Links of the grid page: sorting restarts at the first page, paging keeps every filter."""
-    restart = dict.fromkeys(_PAGING_PARAMETERS)
+    restart: dict[str, str | None] = dict.fromkeys(_PAGING_PARAMETERS)
     sort_urls = {}
     for sort in SORT_KEYS:
         if sort == query.sort:  # clicking the sorted column again reverses it
@@ -128,14 +143,14 @@ def _grid_urls(request, query: EmailGridQuery, page, page_number: int, page_size
             if page_number <= 2
             else _url_with(request, before=page.previous_cursor, after=None, page=str(page_number - 1))
         )
-    return {
-        "sort": sort_urls,
-        "next": _url_with(request, after=page.next_cursor, before=None, page=str(page_number + 1))
+    return GridUrls(
+        sort=sort_urls,
+        next=_url_with(request, after=page.next_cursor, before=None, page=str(page_number + 1))
         if page.next_cursor
         else None,
-        "previous": previous_url,
-        "page_sizes": [(size, _url_with(request, per_page=str(size), **restart)) for size in PAGE_SIZES],
-        "clear": _url_with(
+        previous=previous_url,
+        page_sizes=[(size, _url_with(request, per_page=str(size), **restart)) for size in PAGE_SIZES],
+        clear=_url_with(
             request,
             q=None,
             relation=None,
@@ -144,12 +159,12 @@ def _grid_urls(request, query: EmailGridQuery, page, page_number: int, page_size
             received_until=None,
             **restart,
         ),
-    }
+    )
 
 
 @login_required
 @require_POST
-def email_view_select(request: HttpRequest) -> HttpResponse:
+def email_view_select(request: AuthenticatedHttpRequest) -> HttpResponse:
     """The view selector: "all" or a mailbox id, remembered for the user's next visits."""
     choice = request.POST.get("view", "")
     mailbox = None
@@ -174,7 +189,7 @@ def _visible_email(request: HttpRequest, pk: int, *, defer: tuple[str, ...] = ()
 
 @login_required
 @require_GET
-def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def email_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     email = _visible_email(request, pk, defer=("text_body",))
     text = email_text_body(email=email)
     has_html = bool(email.html_body.strip())
@@ -213,7 +228,7 @@ def email_detail(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_GET
-def email_body_html(request: HttpRequest, pk: int) -> HttpResponse:
+def email_body_html(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     """The email's HTML, sanitized, as the document of the sandboxed frame, under a strict CSP."""
     email = _visible_email(request, pk)
     allow_remote_images = request.GET.get("images") == "1"
@@ -239,7 +254,7 @@ def email_body_html(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def email_convert_to_case_view(request: HttpRequest, pk: int) -> HttpResponse:
+def email_convert_to_case_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     email = _visible_email(request, pk)
     try:
         case = email_convert_to_case(email_id=email.pk)
@@ -252,7 +267,7 @@ def email_convert_to_case_view(request: HttpRequest, pk: int) -> HttpResponse:
 
 @login_required
 @require_POST
-def email_convert_to_lead_view(request: HttpRequest, pk: int) -> HttpResponse:
+def email_convert_to_lead_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     email = _visible_email(request, pk)
     try:
         lead = email_convert_to_lead(email_id=email.pk)
