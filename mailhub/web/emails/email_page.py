@@ -18,9 +18,9 @@ from .grid import SNIPPET_LENGTH
 
 # What an email's page, a case's or a lead's page show is bounded whatever was stored (storing
 # caps what it keeps, but a page must not depend on that): with these, the email page of a
-# message with 1,000 attachments and a 5 MB text body stays under 1.5 MB (tests/web/
-# test_page_bounds.py) instead of 20 MB. What is cut is said on the page, with the raw original
-# as a download.
+# message with 1,000 attachments and a 5 MB text body stays under 1.5 MB
+# (tests/mailhub/web/test_page_bounds.py) instead of 20 MB. What is cut is said on the page, with
+# the raw original as a download.
 THREAD_LIMIT = 50
 ATTACHMENTS_SHOWN = 200
 INLINE_IMAGES_LIMIT = 200  # cid: images mapped into the HTML frame
