@@ -1,4 +1,5 @@
-"""The view selector of My Emails (All my mailboxes / one mailbox) and its counts of new emails."""
+"""The view selector of My Emails (All my mailboxes / one mailbox), its counts of new emails, and
+which rows of the grid are new to the reader."""
 
 from __future__ import annotations
 
