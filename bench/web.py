@@ -159,7 +159,7 @@ def main() -> None:
 
         from mailboxes.models import Email, Mailbox
         from mailboxes.services.visits import mailbox_view_choose
-        from mailhub.web.emails.selectors import EmailGridQuery, email_grid_cursor_at
+        from mailhub.web.emails.grid import EmailGridQuery, email_grid_cursor_at
 
         rng = random.Random(42)
         user = User.objects.create_user("bench", password="bench-password")

@@ -9,7 +9,7 @@ case's page answer 500. `when` shows such an instant in UTC, marked so, instead.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 
 from django import template
 from django.utils import formats, timezone
@@ -18,7 +18,7 @@ register = template.Library()
 
 
 @register.filter(expects_localtime=False)
-def when(value, arg: str | None = None) -> str:
+def when(value: date | None, arg: str | None = None) -> str:
     if not isinstance(value, datetime):
         return formats.date_format(value, arg) if value else ""
     suffix = ""

@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, cast
+
 from django import forms
 from django.contrib.auth import get_user_model
 
 from mailboxes.models import Mailbox
-from mailhub.web.emails.selectors import mailboxes_visible_to
+from mailhub.web.emails.access import mailboxes_visible_to
+from mailhub.web.users import AnyUser
 from processing.models import Case, CaseEvent, CasePriority, CaseStatus, LeadStatus
 from processing.services.cases import case_update
 
 from .selectors import ME, NOBODY, ListQuery, case_assignee_choices, people_in_lists
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
+    _UserChoiceField = forms.ModelChoiceField[User]
+else:  # ModelChoiceField is generic in django-stubs only, not at run time
+    _UserChoiceField = forms.ModelChoiceField
 
 
 class _ListFilterForm(forms.Form):
@@ -26,17 +37,18 @@ class _ListFilterForm(forms.Form):
         queryset=Mailbox.objects.none(), required=False, empty_label="All mailboxes"
     )
 
-    def __init__(self, data, *, user):
+    def __init__(self, data: Mapping[str, Any] | None, *, user: AnyUser) -> None:
         super().__init__(data)
-        self.fields["status"].choices = [("", "Any status"), *self.status_choices]
+        cast(forms.ChoiceField, self.fields["status"]).choices = [("", "Any status"), *self.status_choices]
         self.fields["person"].label = self.person_label
-        self.fields["person"].choices = [
+        cast(forms.ChoiceField, self.fields["person"]).choices = [
             ("", "Anyone"),
             (ME, "Me"),
             (NOBODY, "Nobody"),
             *((str(person.pk), person.get_username()) for person in people_in_lists(user=user)),
         ]
-        self.fields["mailbox"].queryset = mailboxes_visible_to(user).order_by("label")
+        mailbox_field = cast("forms.ModelChoiceField[Mailbox]", self.fields["mailbox"])
+        mailbox_field.queryset = mailboxes_visible_to(user).order_by("label")
 
     def list_query(self) -> ListQuery:
         self.is_valid()
@@ -60,24 +72,26 @@ class CaseFilterForm(_ListFilterForm):
     person_label = "Assignee"
 
 
+class _AssigneeField(_UserChoiceField):
+    def label_from_instance(self, obj: User) -> str:
+        return obj.get_full_name() or obj.get_username()
+
+
 class CaseUpdateForm(forms.Form):
     status = forms.ChoiceField(choices=CaseStatus.choices)
     priority = forms.ChoiceField(choices=CasePriority.choices)
-    assignee = forms.ModelChoiceField(
-        queryset=get_user_model().objects.none(), required=False, empty_label="Nobody"
-    )
+    assignee = _AssigneeField(queryset=get_user_model().objects.none(), required=False, empty_label="Nobody")
 
-    def __init__(self, *args, case: Case, **kwargs):
+    def __init__(self, *args: Any, case: Case, **kwargs: Any) -> None:
         kwargs.setdefault(
             "initial", {"status": case.status, "priority": case.priority, "assignee": case.assignee_id}
         )
         super().__init__(*args, **kwargs)
         self.case = case
-        self.fields["assignee"].queryset = case_assignee_choices(case=case)
-        self.fields["assignee"].label_from_instance = lambda user: user.get_full_name() or user.get_username()
+        cast(_AssigneeField, self.fields["assignee"]).queryset = case_assignee_choices(case=case)
 
-    def clean_assignee(self):
-        assignee = self.cleaned_data["assignee"]
+    def clean_assignee(self) -> User | None:
+        assignee: User | None = self.cleaned_data["assignee"]
         # The choices come from users_with_access_to(); the decision is the one rule itself.
         if assignee is not None and not (
             Mailbox.objects.accessible_to(assignee).filter(pk=self.case.mailbox_id).exists()
@@ -85,7 +99,7 @@ class CaseUpdateForm(forms.Form):
             raise forms.ValidationError("This person cannot access the case's mailbox.")
         return assignee
 
-    def save(self, *, user) -> list[CaseEvent]:
+    def save(self, *, user: User) -> list[CaseEvent]:
         return case_update(
             case_id=self.case.pk,
             user=user,

@@ -7,25 +7,30 @@ exactly when its mailbox is. Not visible and not existing both give None (the pa
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
 from mailboxes.models import Mailbox
 from mailhub.web.converters import database_id_from_text
-from mailhub.web.emails.selectors import users_with_access_to, without_mailbox_secrets
+from mailhub.web.emails.access import users_with_access_to, without_mailbox_secrets
+from mailhub.web.users import AnyUser
 from processing.models import Case, CaseEvent, Lead
+
+if TYPE_CHECKING:
+    from django.contrib.auth.models import User
 
 # Person filters of the lists: "me", "none" (unassigned) or a user id as text.
 ME = "me"
 NOBODY = "none"
 
 
-def leads_visible_to(user) -> QuerySet[Lead]:
+def leads_visible_to(user: AnyUser) -> QuerySet[Lead]:
     return Lead.objects.filter(mailbox__in=Mailbox.objects.accessible_to(user))
 
 
-def cases_visible_to(user) -> QuerySet[Case]:
+def cases_visible_to(user: AnyUser) -> QuerySet[Case]:
     return Case.objects.filter(mailbox__in=Mailbox.objects.accessible_to(user))
 
 
@@ -39,7 +44,7 @@ _UNSHOWN = (
 )
 
 
-def lead_get_for_user(*, user, pk: int) -> Lead | None:
+def lead_get_for_user(*, user: AnyUser, pk: int) -> Lead | None:
     return (
         leads_visible_to(user)
         .select_related("mailbox", "owner", "source_email")
@@ -49,7 +54,7 @@ def lead_get_for_user(*, user, pk: int) -> Lead | None:
     )
 
 
-def case_get_for_user(*, user, pk: int) -> Case | None:
+def case_get_for_user(*, user: AnyUser, pk: int) -> Case | None:
     return (
         cases_visible_to(user)
         .select_related("mailbox", "owner", "assignee", "previous_case", "source_email")
@@ -67,7 +72,7 @@ class ListQuery:
     mailbox_id: int | None = None
 
 
-def _person_condition(field: str, person: str, user) -> Q:
+def _person_condition(field: str, person: str, user: AnyUser) -> Q:
     if person == ME:
         return Q(**{f"{field}_id": user.pk})
     if person == NOBODY:
@@ -78,7 +83,7 @@ def _person_condition(field: str, person: str, user) -> Q:
     return Q()
 
 
-def lead_list(*, user, query: ListQuery) -> QuerySet[Lead]:
+def lead_list(*, user: AnyUser, query: ListQuery) -> QuerySet[Lead]:
     leads = (
         leads_visible_to(user)
         .select_related("mailbox", "owner")
@@ -95,7 +100,7 @@ def lead_list(*, user, query: ListQuery) -> QuerySet[Lead]:
     return leads.order_by("-created_at", "-pk")
 
 
-def case_list(*, user, query: ListQuery) -> QuerySet[Case]:
+def case_list(*, user: AnyUser, query: ListQuery) -> QuerySet[Case]:
     cases = (
         cases_visible_to(user)
         .select_related("mailbox", "assignee")
@@ -120,7 +125,7 @@ def case_list(*, user, query: ListQuery) -> QuerySet[Case]:
     return cases.order_by("-created_at", "-pk")
 
 
-def people_in_lists(*, user) -> QuerySet:
+def people_in_lists(*, user: AnyUser) -> QuerySet[User]:
     """Users the person filter of the lists offers: those who can see one of the user's mailboxes
     (anyone else cannot own or be assigned their leads and cases). One query."""
     user_model = get_user_model()
@@ -137,7 +142,7 @@ def people_in_lists(*, user) -> QuerySet:
     ).order_by("username")
 
 
-def case_assignee_choices(*, case: Case) -> QuerySet:
+def case_assignee_choices(*, case: Case) -> QuerySet[User]:
     """Active users who can access the case's mailbox."""
     return users_with_access_to(mailbox=case.mailbox)
 
@@ -152,6 +157,6 @@ def case_events(*, case: Case) -> list[CaseEvent]:
     return list(case.events.order_by("-created_at", "pk")[:CASE_EVENTS_SHOWN])
 
 
-def case_follow_ups(*, user, case: Case) -> list[Case]:
+def case_follow_ups(*, user: AnyUser, case: Case) -> list[Case]:
     follow_ups = cases_visible_to(user).filter(previous_case=case).defer("description")
     return list(follow_ups.order_by("created_at", "pk")[:CASE_FOLLOW_UPS_SHOWN])

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.core.paginator import Paginator
+from django.core.paginator import Page, Paginator
+from django.db.models import QuerySet
 from django.http import Http404, HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
-from mailhub.web.emails.selectors import EMAILS_PER_RECORD_PAGE, emails_of_case_or_lead
+from mailboxes.models import Email
+from mailhub.web.emails.email_page import EMAILS_PER_RECORD_PAGE, emails_of_case, emails_of_lead
+from mailhub.web.users import AuthenticatedHttpRequest
 from processing.models import Case, Lead
 
 from .forms import CaseFilterForm, CaseUpdateForm, LeadFilterForm
@@ -28,7 +31,7 @@ LIST_PAGE_SIZE = 50
 
 @login_required
 @require_GET
-def lead_list_view(request: HttpRequest) -> HttpResponse:
+def lead_list_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = LeadFilterForm(request.GET, user=request.user)
     page = Paginator(lead_list(user=request.user, query=form.list_query()), LIST_PAGE_SIZE).get_page(
         request.GET.get("page")
@@ -45,20 +48,20 @@ def _visible_lead(request: HttpRequest, pk: int) -> Lead:
 
 @login_required
 @require_GET
-def lead_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def lead_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     lead = _visible_lead(request, pk)
-    emails = _emails_page(request, emails_of_case_or_lead(user=request.user, lead_id=lead.pk))
+    emails = _emails_page(request, emails_of_lead(user=request.user, lead_id=lead.pk))
     return render(request, "leads/detail.html", {"lead": lead, "emails": emails})
 
 
-def _emails_page(request: HttpRequest, emails):
+def _emails_page(request: HttpRequest, emails: QuerySet[Email]) -> Page[Email]:
     """One page of a case's or a lead's emails: a thread of 10,000 replies is not one page."""
     return Paginator(emails, EMAILS_PER_RECORD_PAGE).get_page(request.GET.get("page"))
 
 
 @login_required
 @require_GET
-def case_list_view(request: HttpRequest) -> HttpResponse:
+def case_list_view(request: AuthenticatedHttpRequest) -> HttpResponse:
     form = CaseFilterForm(request.GET, user=request.user)
     page = Paginator(case_list(user=request.user, query=form.list_query()), LIST_PAGE_SIZE).get_page(
         request.GET.get("page")
@@ -77,7 +80,7 @@ def _case_page(request: HttpRequest, case: Case, form: CaseUpdateForm) -> HttpRe
     context = {
         "case": case,
         "form": form,
-        "emails": _emails_page(request, emails_of_case_or_lead(user=request.user, case_id=case.pk)),
+        "emails": _emails_page(request, emails_of_case(user=request.user, case_id=case.pk)),
         "events": case_events(case=case),
         "follow_ups": case_follow_ups(user=request.user, case=case),
     }
@@ -86,14 +89,14 @@ def _case_page(request: HttpRequest, case: Case, form: CaseUpdateForm) -> HttpRe
 
 @login_required
 @require_GET
-def case_detail(request: HttpRequest, pk: int) -> HttpResponse:
+def case_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = _visible_case(request, pk)
     return _case_page(request, case, CaseUpdateForm(case=case))
 
 
 @login_required
 @require_POST
-def case_update_view(request: HttpRequest, pk: int) -> HttpResponse:
+def case_update_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
     case = _visible_case(request, pk)
     form = CaseUpdateForm(request.POST, case=case)
     if not form.is_valid():

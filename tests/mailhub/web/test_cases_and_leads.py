@@ -10,7 +10,7 @@ from django.test import Client
 from django.urls import reverse
 
 from mailboxes.models import Mailbox
-from mailhub.web.emails.selectors import users_with_access_to
+from mailhub.web.emails.access import users_with_access_to
 from processing.models import CaseEvent
 from processing.services.cases import case_update
 from tests.factories import CaseFactory, GroupFactory, LeadFactory, MailboxFactory, UserFactory

@@ -11,7 +11,7 @@ from django.core import signing
 from django.core.files.base import ContentFile
 from django.urls import reverse
 
-from mailhub.web.emails.views import INLINE_IMAGE_SALT, attachment_content_disposition
+from mailhub.web.emails.downloads import INLINE_IMAGE_SALT, attachment_content_disposition
 from processing.models import Case, Lead
 from tests.factories import AttachmentFactory, AutoReplyFactory, CaseFactory, EmailFactory, LeadFactory
 

@@ -12,7 +12,8 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from mailboxes.models import Email, MailboxViewPreference, MailboxVisit
-from mailhub.web.emails.selectors import EmailGridQuery, email_grid_cursor_at, email_grid_page
+from mailhub.web.emails.grid import EmailGridQuery, email_grid_cursor_at, email_grid_page
+from mailhub.web.emails.view_selector import email_grid_rows, email_view_for_user
 from tests.factories import CaseFactory, EmailFactory, LeadFactory, MailboxFactory, UserFactory
 
 pytestmark = pytest.mark.django_db
@@ -335,3 +336,25 @@ def test_user_without_mailbox_sees_an_explanation(client, db):
     client.force_login(UserFactory())
     page = client.get(reverse("emails:list")).content.decode()
     assert "You have no mailbox yet: ask an administrator for access." in page
+
+
+def test_rows_are_new_above_their_own_mailbox_watermark(reader):
+    user, support = reader
+    sales = MailboxFactory(label="Sales")
+    sales.authorized_users.add(user)
+    seen_sales = EmailFactory(mailbox=sales)
+    unseen_sales = EmailFactory(mailbox=sales)  # below support's watermark, above sales'
+    seen_support = EmailFactory(mailbox=support)
+    MailboxVisit.objects.record(user=user, seen_up_to={support.pk: seen_support.pk, sales.pk: seen_sales.pk})
+
+    view = email_view_for_user(user=user)
+    assert [(choice.mailbox, choice.new_count, choice.seen_up_to) for choice in view.choices] == [
+        (sales, 1, seen_sales.pk),
+        (support, 0, seen_support.pk),
+    ]
+    rows = email_grid_rows(emails=[seen_support, unseen_sales, seen_sales], view=view)
+    assert [(row.email, row.is_new) for row in rows] == [
+        (seen_support, False),
+        (unseen_sales, True),
+        (seen_sales, False),
+    ]

@@ -6,7 +6,7 @@ import pytest
 from django.db import connection, connections, transaction
 from django.test import Client
 
-from mailhub.web.emails.selectors import email_view_for_user
+from mailhub.web.emails.view_selector import email_view_for_user
 from tests.factories import EmailFactory, MailboxFactory, UserFactory
 
 pytestmark = pytest.mark.django_db(transaction=True)

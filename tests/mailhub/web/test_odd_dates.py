@@ -49,7 +49,7 @@ def _staff_statuses(client, email, case) -> list[int]:
         statuses.append(client.get(url).status_code)
     for order in ("asc", "desc"):
         grid = client.get("/emails/", {"order": order, "per_page": "25"})
-        statuses += [grid.status_code, client.get(grid.context["urls"]["next"]).status_code]
+        statuses += [grid.status_code, client.get(grid.context["urls"].next).status_code]
     return statuses
 
 

@@ -13,7 +13,7 @@ import pytest
 from django.urls import reverse
 
 from mailboxes.models import Attachment
-from mailhub.web.emails.selectors import ATTACHMENTS_SHOWN, EMAILS_PER_RECORD_PAGE, TEXT_BODY_SHOWN
+from mailhub.web.emails.email_page import ATTACHMENTS_SHOWN, EMAILS_PER_RECORD_PAGE, TEXT_BODY_SHOWN
 from tests.factories import CaseFactory, EmailFactory, LeadFactory, MailboxFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

@@ -7,13 +7,8 @@ import pytest
 from django.db import connection
 
 from mailboxes.models import Email
-from mailhub.web.emails.selectors import (
-    EmailGridQuery,
-    email_search_condition,
-    emails_filtered,
-    emails_visible_to,
-    search_terms,
-)
+from mailhub.web.emails.access import emails_visible_to
+from mailhub.web.emails.grid import EmailGridQuery, email_search_condition, emails_filtered, search_terms
 from tests.factories import EmailFactory, MailboxFactory, UserFactory
 
 pytestmark = pytest.mark.django_db

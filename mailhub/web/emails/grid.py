@@ -1,9 +1,4 @@
-"""Read-only queries of the staff pages: mailboxes, emails and attachments a user may see.
-
-Every function starts from `Mailbox.objects.accessible_to(user)`, the one rule of access; a view
-never builds its own queryset of emails. "Not visible" and "does not exist" look the same (None),
-so a page cannot reveal that something exists in a mailbox the reader has no access to.
-"""
+"""The grid of My Emails: filters, full-text search and seek pagination over what a user sees."""
 
 from __future__ import annotations
 
@@ -14,152 +9,16 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
 
-from django.contrib.auth import get_user_model
 from django.db import connections
-from django.db.models import (
-    F,
-    IntegerField,
-    OuterRef,
-    Q,
-    QuerySet,
-    Subquery,
-    Value,
-)
+from django.db.models import F, Q, QuerySet
 from django.db.models.expressions import RawSQL
-from django.db.models.functions import Coalesce, Length, Substr
+from django.db.models.functions import Substr
 from django.utils import timezone
 
-from autoresponse.models import AutoReply
-from mailboxes.access import users_granted_q
-from mailboxes.models import Attachment, Email, Mailbox, MailboxViewPreference, MailboxVisit, SubjectSortKey
-from processing.services.threads import referenced_message_ids
+from mailboxes.models import Email, SubjectSortKey
+from mailhub.web.users import AnyUser
 
-# -- access ---------------------------------------------------------------------------------------
-
-
-# Loading a mailbox decrypts its IMAP and SMTP passwords (EncryptedTextField): the pages never
-# need them, so no mailbox they load carries them.
-MAILBOX_SECRETS = ("imap_password", "smtp_password")
-
-
-def without_mailbox_secrets(relation: str = "") -> list[str]:
-    """Fields to defer: the secrets of a mailbox, or of the mailbox behind `relation`."""
-    return [f"{relation}__{name}" if relation else name for name in MAILBOX_SECRETS]
-
-
-def mailboxes_visible_to(user) -> QuerySet[Mailbox]:
-    return Mailbox.objects.accessible_to(user).defer(*without_mailbox_secrets())
-
-
-def mailbox_get_for_user(*, user, pk: int) -> Mailbox | None:
-    return mailboxes_visible_to(user).filter(pk=pk).first()
-
-
-def emails_visible_to(user) -> QuerySet[Email]:
-    return Email.objects.filter(mailbox__in=Mailbox.objects.accessible_to(user))
-
-
-def email_get_for_user(*, user, pk: int, defer: tuple[str, ...] = ()) -> Email | None:
-    """`defer`: fields the caller does not need loaded (the page reads only the start of the
-    text body, see `email_text_body`)."""
-    return (
-        emails_visible_to(user)
-        .select_related("mailbox", "lead", "case")
-        .defer(*without_mailbox_secrets("mailbox"), *defer)
-        .filter(pk=pk)
-        .first()
-    )
-
-
-def attachment_get_for_user(*, user, email_pk: int, attachment_pk: int) -> Attachment | None:
-    return (
-        Attachment.objects.filter(email__in=emails_visible_to(user))
-        .filter(pk=attachment_pk, email_id=email_pk)
-        .first()
-    )
-
-
-def users_with_access_to(*, mailbox: Mailbox) -> QuerySet:
-    """Active users who may see `mailbox`: the rule of `accessible_to`, read the other way round
-    (for choosing an assignee). tests/web/test_cases_and_leads.py checks that both agree."""
-    user_model = get_user_model()
-    granted = user_model.objects.filter(users_granted_q(mailbox)).values("pk")
-    return user_model.objects.filter(pk__in=granted).order_by("username")
-
-
-# -- the view selector (All my mailboxes / one mailbox) --------------------------------------------
-
-# "New" counts stop here: counting 100,000 unseen emails on every page would cost more than
-# showing "999+".
-NEW_COUNT_CAP = 999
-
-
-class _CappedCount(Subquery):
-    """COUNT(*) of a subquery that is itself LIMITed: cost bounded by the cap, not the table."""
-
-    template = "(SELECT COUNT(*) FROM (%(subquery)s) AS capped_count)"
-    output_field = IntegerField()
-
-
-@dataclass(frozen=True)
-class EmailView:
-    """What My Emails shows: `mailbox` None means "All my mailboxes"."""
-
-    mailboxes: list[Mailbox]  # each annotated with `new_count` and `seen_up_to`
-    mailbox: Mailbox | None
-
-    @property
-    def mailbox_ids(self) -> list[int]:
-        return [self.mailbox.pk] if self.mailbox else [box.pk for box in self.mailboxes]
-
-    @property
-    def total_new(self) -> int:
-        return sum(box.new_count for box in self.mailboxes)
-
-
-def email_view_for_user(*, user) -> EmailView:
-    """The user's mailboxes with their count of new emails, and the view they chose last.
-
-    Two queries whatever the number of mailboxes. A saved mailbox the user can no longer access
-    is ignored: the view falls back to all their mailboxes.
-    """
-    seen_up_to = Coalesce(
-        Subquery(
-            MailboxVisit.objects.filter(user=user, mailbox=OuterRef("pk")).values("seen_up_to_email_id")[:1]
-        ),
-        Value(0),
-    )
-    unseen = Email.objects.filter(mailbox=OuterRef("pk"), pk__gt=OuterRef("seen_up_to")).order_by()
-    mailboxes = list(
-        mailboxes_visible_to(user)
-        .annotate(seen_up_to=seen_up_to)
-        .annotate(new_count=_CappedCount(unseen.values("pk")[: NEW_COUNT_CAP + 1]))
-        .order_by("label")
-    )
-    preference = MailboxViewPreference.objects.filter(user=user).values_list("mailbox_id", flat=True).first()
-    chosen = next((box for box in mailboxes if box.pk == preference), None)
-    return EmailView(mailboxes=mailboxes, mailbox=chosen)
-
-
-def latest_email_ids(*, mailbox_ids: list[int]) -> dict[int, int]:
-    """Per mailbox, the highest email id stored so far (the watermark of "seen"): one query.
-
-    Per mailbox, not one global maximum: on PostgreSQL ids are taken at insert, not at commit,
-    so a long batch of one mailbox can commit after another mailbox stored a higher id. Within a
-    mailbox, polls run one at a time (the lease), so its ids do commit in order.
-    """
-    # A correlated "newest id of this mailbox" per mailbox: one seek each in the (mailbox, id)
-    # index, where GROUP BY + MAX would walk every email of a 100,000-email mailbox.
-    newest = Email.objects.filter(mailbox=OuterRef("pk")).order_by("-pk").values("pk")[:1]
-    rows = (
-        Mailbox.objects.filter(pk__in=mailbox_ids)
-        .annotate(highest=Coalesce(Subquery(newest), Value(0)))
-        .values_list("pk", "highest")
-    )
-    return dict(rows)
-
-
-# -- the grid -------------------------------------------------------------------------------------
+from .access import emails_visible_to
 
 
 class Relation:
@@ -278,8 +137,8 @@ class _Cursor:
     pk: int
 
 
-def _encode_cursor(sort: str, pk: int, key) -> str:
-    payload = [key.isoformat() if sort == "received" else key, pk]
+def _encode_cursor(sort: str, pk: int, key: str | datetime) -> str:
+    payload = [key.isoformat() if isinstance(key, datetime) else key, pk]
     return base64.urlsafe_b64encode(json.dumps(payload, separators=(",", ":")).encode()).decode().rstrip("=")
 
 
@@ -319,7 +178,7 @@ def _after(cursor: _Cursor, *, descending: bool) -> Q:
 
 def email_grid_page(
     *,
-    user,
+    user: AnyUser,
     mailbox_ids: list[int] | None,
     query: EmailGridQuery,
     after: str | None = None,
@@ -389,7 +248,9 @@ def email_grid_page(
     )
 
 
-def email_grid_cursor_at(*, user, mailbox_ids: list[int] | None, query: EmailGridQuery, position: int) -> str:
+def email_grid_cursor_at(
+    *, user: AnyUser, mailbox_ids: list[int] | None, query: EmailGridQuery, position: int
+) -> str:
     """The `after` cursor of a page starting at row `position` (0-based, > 0), for benchmarks and
     tests. It uses an OFFSET, exactly what the grid avoids: no page calls it."""
     sort = query.sort if query.sort in SORT_KEYS else "received"
@@ -400,106 +261,3 @@ def email_grid_cursor_at(*, user, mailbox_ids: list[int] | None, query: EmailGri
     order = ["-grid_sort_key", "-pk"] if query.descending else ["grid_sort_key", "pk"]
     pk, key = emails.order_by(*order).values_list("pk", "grid_sort_key")[position - 1]
     return _encode_cursor(sort, pk, key)
-
-
-# -- an email's page ------------------------------------------------------------------------------
-
-# What an email's page, a case's or a lead's page show is bounded whatever was stored (storing
-# caps what it keeps, but a page must not depend on that): with these, the email page of a
-# message with 1,000 attachments and a 5 MB text body stays under 1.5 MB (tests/web/
-# test_page_bounds.py) instead of 20 MB. What is cut is said on the page, with the raw original
-# as a download.
-THREAD_LIMIT = 50
-ATTACHMENTS_SHOWN = 200
-INLINE_IMAGES_LIMIT = 200  # cid: images mapped into the HTML frame
-TEXT_BODY_SHOWN = 1_000_000  # characters of the text body
-EMAILS_PER_RECORD_PAGE = 50  # the emails of a case or a lead, per page
-
-
-def email_thread(*, user, email: Email) -> list[Email]:
-    """Other emails of the conversation: those of its case, otherwise those it references
-    (In-Reply-To, References) and those that reply to it (RFC 5322 §3.6.4), in one mailbox."""
-    emails = emails_visible_to(user).exclude(pk=email.pk)
-    if email.case_id:
-        emails = emails.filter(case_id=email.case_id)
-    else:
-        referenced = referenced_message_ids(email)
-        related = Q(message_id__in=referenced) if referenced else Q()
-        if email.message_id:
-            related |= Q(in_reply_to=email.message_id)
-        if not related:
-            return []
-        emails = emails.filter(related, mailbox_id=email.mailbox_id)
-    return list(
-        emails.only("pk", "subject", "from_name", "from_address", "received_at").order_by(
-            "received_at", "pk"
-        )[:THREAD_LIMIT]
-    )
-
-
-@dataclass(frozen=True)
-class AttachmentList:
-    shown: list[Attachment]  # the first ATTACHMENTS_SHOWN, in their order in the message
-    total: int
-
-    @property
-    def not_shown(self) -> int:
-        return self.total - len(self.shown)
-
-
-def email_attachments(*, email: Email, limit: int = ATTACHMENTS_SHOWN) -> AttachmentList:
-    """The first attachments of an email the caller already got through `email_get_for_user`,
-    and how many it has: two queries, whatever their number."""
-    shown = list(email.attachments.order_by("pk")[:limit])
-    total = len(shown) if len(shown) < limit else email.attachments.count()
-    return AttachmentList(shown=shown, total=total)
-
-
-def email_inline_images(*, email: Email, content_types: frozenset[str]) -> list[Attachment]:
-    """The cid: images of an email (RFC 2392), at most INLINE_IMAGES_LIMIT."""
-    return list(
-        email.attachments.exclude(content_id="")
-        .filter(content_type__in=content_types)
-        .order_by("pk")[:INLINE_IMAGES_LIMIT]
-    )
-
-
-@dataclass(frozen=True)
-class TextBody:
-    text: str  # at most TEXT_BODY_SHOWN characters
-    length: int  # of the whole body
-
-    @property
-    def is_cut(self) -> bool:
-        return self.length > len(self.text)
-
-
-def email_text_body(*, email: Email) -> TextBody:
-    """The start of the text body, cut in the database: a 50 MB body is not read for a page."""
-    row = (
-        Email.objects.filter(pk=email.pk)
-        .annotate(shown=Substr("text_body", 1, TEXT_BODY_SHOWN), length=Length("text_body"))
-        .values("shown", "length")
-        .first()
-    )
-    if row is None:
-        return TextBody(text="", length=0)
-    return TextBody(text=row["shown"] or "", length=row["length"] or 0)
-
-
-def email_auto_replies(*, email: Email) -> list[AutoReply]:
-    return list(AutoReply.objects.filter(email=email).order_by("created_at", "pk")[:THREAD_LIMIT])
-
-
-def emails_of_case_or_lead(
-    *, user, case_id: int | None = None, lead_id: int | None = None
-) -> QuerySet[Email]:
-    """Emails of a case or a lead, oldest first, for their pages (the grid's columns only); the
-    page shows them EMAILS_PER_RECORD_PAGE at a time."""
-    emails = emails_visible_to(user)
-    emails = emails.filter(case_id=case_id) if case_id is not None else emails.filter(lead_id=lead_id)
-    return (
-        emails.only("pk", "subject", "from_name", "from_address", "received_at", "has_attachments")
-        .annotate(snippet=Substr("text_body", 1, SNIPPET_LENGTH))
-        .order_by("received_at", "pk")
-    )
