@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 
 from mailboxes.models import Email, MailboxViewPreference, MailboxVisit
+from mailboxes.services.visits import mailbox_visits_record
 from mailhub.web.emails.grid import EmailGridQuery, email_grid_cursor_at, email_grid_page
 from mailhub.web.emails.view_selector import email_grid_rows, email_view_for_user
 from tests.factories import CaseFactory, EmailFactory, LeadFactory, MailboxFactory, UserFactory
@@ -345,7 +346,7 @@ def test_rows_are_new_above_their_own_mailbox_watermark(reader):
     seen_sales = EmailFactory(mailbox=sales)
     unseen_sales = EmailFactory(mailbox=sales)  # below support's watermark, above sales'
     seen_support = EmailFactory(mailbox=support)
-    MailboxVisit.objects.record(user=user, seen_up_to={support.pk: seen_support.pk, sales.pk: seen_sales.pk})
+    mailbox_visits_record(user=user, seen_up_to={support.pk: seen_support.pk, sales.pk: seen_sales.pk})
 
     view = email_view_for_user(user=user)
     assert [(choice.mailbox, choice.new_count, choice.seen_up_to) for choice in view.choices] == [
