@@ -12,7 +12,7 @@ TEST_DEBS := dovecot-imapd redis-server postgresql chromium
 TEST_BINARIES := /usr/sbin/dovecot /usr/bin/redis-server /usr/bin/chromium
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help run lock test test-fast test-sqlite test-postgres lint format migrations-check system-test-deps bootstrap \
+.PHONY: help run lock test test-fast test-sqlite test-postgres lint format hooks migrations-check system-test-deps bootstrap \
 	bench-ingest bench-web bench-scale demo clean
 
 help:
@@ -20,6 +20,7 @@ help:
 	@echo "make test   - install everything the tests need and run lint + the whole test suite"
 	@echo "make test-fast - the tests that need no server (SQLite, about a minute): the edit-test loop"
 	@echo "make lint   - ruff format --check, ruff check, the import contract (lint-imports), mypy"
+	@echo "make hooks  - install the git pre-commit hook (ruff check --fix + ruff format on staged files)"
 	@echo "make lock   - regenerate requirements.lock and requirements-dev.lock from pyproject.toml"
 	@echo "make demo   - a local Dovecot + SMTP sink, two demo mailboxes, and the product on :8000"
 	@echo "make bench-ingest | bench-web | bench-scale - the benchmarks (figures printed, see README)"
@@ -89,6 +90,10 @@ lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff check .
 	PYTHONPATH=. $(VENV)/bin/lint-imports
 	PYTHONPATH=. $(VENV)/bin/mypy
+
+# The git pre-commit hook of .pre-commit-config.yaml (ruff check --fix, ruff format on staged files).
+hooks: $(VENV)/.installed-dev
+	$(VENV)/bin/pre-commit install
 
 format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format .
