@@ -133,4 +133,4 @@ demo: $(VENV)/.installed-dev system-test-deps
 	$(PY) demo/run.py --addr $(HOST) --port $(PORT)
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache .import_linter_cache
