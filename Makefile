@@ -106,7 +106,7 @@ migrations-check: $(VENV)/.installed-dev
 # The browser and scale-out tests run once: the scale-out test always uses PostgreSQL itself.
 test: $(VENV)/.installed-dev system-test-deps lint migrations-check test-sqlite test-postgres
 
-# The tier for the edit-test loop: SQLite, no real server, no browser, no subprocess of the product.
+# The tier for the edit-test loop: SQLite, no real server, no browser (about a minute on 2 cores).
 # tests/conftest.py marks every test that requests a server fixture `integration`; the tests that
 # start a server or a process themselves carry the marker in their module. The in-process fake IMAP
 # server of tests/servers/fake_imap.py is no real server and stays in.
