@@ -12,17 +12,23 @@ TEST_DEBS := dovecot-imapd redis-server postgresql chromium
 TEST_BINARIES := /usr/sbin/dovecot /usr/bin/redis-server /usr/bin/chromium
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
-.PHONY: help run test test-sqlite test-postgres lint format migrations-check system-test-deps bootstrap \
+.PHONY: help run lock test test-fast test-sqlite test-postgres lint format hooks migrations-check system-test-deps bootstrap \
 	bench-ingest bench-web bench-scale demo clean
 
 help:
 	@echo "make run    - install, migrate and start mailhub (web + background polling) on http://$(HOST):$(PORT)/"
 	@echo "make test   - install everything the tests need and run lint + the whole test suite"
-	@echo "make lint   - ruff format --check + ruff check"
+	@echo "make test-fast - the tests that need no server (SQLite, about a minute): the edit-test loop"
+	@echo "make lint   - ruff format --check, ruff check, the import contract (lint-imports), mypy"
+	@echo "make hooks  - install the git pre-commit hook (ruff check --fix + ruff format on staged files)"
+	@echo "make lock   - regenerate requirements.lock and requirements-dev.lock from pyproject.toml"
 	@echo "make demo   - a local Dovecot + SMTP sink, two demo mailboxes, and the product on :8000"
 	@echo "make bench-ingest | bench-web | bench-scale - the benchmarks (figures printed, see README)"
 
-# The virtualenv, pinned by requirements.lock so every machine installs the same versions.
+# The virtualenv. requirements.lock pins what the product needs at run time (`make run`, production);
+# requirements-dev.lock adds the test and lint tools, with the same versions of the shared packages.
+# Both are generated from pyproject.toml with hashes (`make lock`); --require-hashes makes pip refuse
+# any file whose hash is not in the lock, on every machine.
 $(VENV)/.installed: requirements.lock
 	@if ! $(PYTHON) -c 'import ensurepip, venv' >/dev/null 2>&1; then \
 		if [ "$$(id -u)" = 0 ]; then $(APT_GET) update -qq && $(APT_GET) install -y -qq python3-venv; \
@@ -30,8 +36,23 @@ $(VENV)/.installed: requirements.lock
 	fi
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install --quiet --upgrade pip
-	$(VENV)/bin/pip install --quiet -r requirements.lock
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.lock
 	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements.lock requirements-dev.lock
+	$(VENV)/bin/pip install --quiet --require-hashes -r requirements.lock -r requirements-dev.lock
+	touch $@
+
+# Regenerates both lock files from pyproject.toml, keeping the pinned versions where they still fit
+# (`make lock UPGRADE=1` moves every package to its newest allowed version). The development lock is
+# constrained by the runtime lock, so both install the same Django, celery, ... side by side.
+PIP_TOOLS := pip-tools==7.6.2
+PIP_COMPILE := CUSTOM_COMPILE_COMMAND="make lock" $(VENV)/bin/pip-compile --quiet --generate-hashes \
+	--strip-extras --no-emit-index-url --no-emit-find-links $(if $(UPGRADE),--upgrade)
+lock: $(VENV)/.installed
+	$(VENV)/bin/pip install --quiet $(PIP_TOOLS)
+	$(PIP_COMPILE) -o requirements.lock pyproject.toml
+	$(PIP_COMPILE) --extra dev -c requirements.lock -o requirements-dev.lock pyproject.toml
 
 # Local secrets of the embedded mode, generated once (never committed: see .gitignore).
 .env: | $(VENV)/.installed
@@ -62,38 +83,54 @@ system-test-deps:
 		fi; \
 	fi
 
-lint: $(VENV)/.installed
+# The import contract and mypy read their configuration from pyproject.toml; both import the
+# project's packages, hence PYTHONPATH=. (the project is not installed into the venv).
+lint: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/ruff check .
+	PYTHONPATH=. $(VENV)/bin/lint-imports
+	PYTHONPATH=. $(VENV)/bin/mypy
 
-format: $(VENV)/.installed
+# The git pre-commit hook of .pre-commit-config.yaml (ruff check --fix, ruff format on staged files).
+hooks: $(VENV)/.installed-dev
+	$(VENV)/bin/pre-commit install
+
+format: $(VENV)/.installed-dev
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
 
-migrations-check: $(VENV)/.installed
+migrations-check: $(VENV)/.installed-dev
 	DJANGO_SETTINGS_MODULE=mailhub.settings_test $(PY) manage.py makemigrations --check --dry-run
 
 # The whole suite on SQLite, then again on a throwaway PostgreSQL cluster (initdb in a temp dir).
 # The browser and scale-out tests run once: the scale-out test always uses PostgreSQL itself.
-test: $(VENV)/.installed system-test-deps lint migrations-check test-sqlite test-postgres
+test: $(VENV)/.installed-dev system-test-deps lint migrations-check test-sqlite test-postgres
 
-test-sqlite: $(VENV)/.installed
+# The tier for the edit-test loop: SQLite, no real server, no browser (about a minute on 2 cores).
+# tests/conftest.py marks every test that requests a server fixture `integration`; the tests that
+# start a server or a process themselves carry the marker in their module. The in-process fake IMAP
+# server of tests/servers/fake_imap.py is no real server and stays in.
+FAST_TESTS := -m "not integration and not browser and not scale"
+test-fast: $(VENV)/.installed-dev
+	$(VENV)/bin/pytest $(FAST_TESTS)
+
+test-sqlite: $(VENV)/.installed-dev
 	$(VENV)/bin/pytest
 
-test-postgres: $(VENV)/.installed
+test-postgres: $(VENV)/.installed-dev
 	$(PY) -m tests.postgres_run -m "not browser and not scale" --ignore=tests/test_demo.py
 
-bench-ingest: $(VENV)/.installed system-test-deps
+bench-ingest: $(VENV)/.installed-dev system-test-deps
 	$(PY) bench/ingest.py
 
 bench-web: $(VENV)/.installed
 	$(PY) bench/web.py
 
-bench-scale: $(VENV)/.installed system-test-deps
+bench-scale: $(VENV)/.installed-dev system-test-deps
 	$(PY) bench/scale.py
 
-demo: $(VENV)/.installed system-test-deps
+demo: $(VENV)/.installed-dev system-test-deps
 	$(PY) demo/run.py --addr $(HOST) --port $(PORT)
 
 clean:
-	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache
+	rm -rf $(VENV) staticfiles .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -30,6 +30,34 @@ else:  # pytest put tests/ on sys.path (rootdir conftest, no tests/__init__.py)
     )
 
 
+# The fixtures that start a real server (a Dovecot, Redis or PostgreSQL process, an aiosmtpd
+# listener, a proxy in front of Dovecot). A test that requests one, directly or through another
+# fixture, is marked `integration` here, so `make test-fast` (-m "not integration ...") can never
+# start a server, whether or not the test file remembered the marker. Tests that start a server
+# or a process themselves carry the marker in their module.
+SERVER_FIXTURES = frozenset(
+    {
+        "dovecot_server",
+        "dovecot_tls_server",
+        "imap_account",
+        "imap_proxy",
+        "smtp_server",
+        "smtp_auth_server",
+        "smtp_starttls_server",
+        "smtp_tls_server",
+        "redis_server",
+        "_redis_server_session",
+        "postgres_server",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if SERVER_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.integration)
+
+
 @pytest.fixture(scope="session")
 def dovecot_server() -> Iterator[DovecotServer]:
     with DovecotServer() as server:

@@ -1,6 +1,7 @@
 """factory_boy factories of the domain models."""
 
 import hashlib
+from typing import TYPE_CHECKING, Any
 
 import factory
 from django.contrib.auth.models import Group, User
@@ -10,6 +11,9 @@ from autoresponse.models import AutoReply, AutoResponseRule, EmailTemplate, Rule
 from mailboxes.models import Attachment, Email, Mailbox
 from processing.models import Case, Lead
 from processing.services.cases import case_number_allocate
+
+if TYPE_CHECKING:
+    from tests.servers import ImapAccount
 
 
 class UserFactory(factory.django.DjangoModelFactory):
@@ -50,6 +54,22 @@ class MailboxFactory(factory.django.DjangoModelFactory):
     smtp_host = "127.0.0.1"
     smtp_port = 25
     smtp_security = "none"
+
+    @classmethod
+    def on_dovecot(cls, account: "ImapAccount", **overrides: Any) -> Mailbox:
+        """A mailbox that logs in to `account` on a test Dovecot over plain IMAP on loopback.
+
+        `overrides` are fields as for MailboxFactory(...) and win over the account's values
+        (another port and imap_security for the TLS listener, a wrong imap_password, ...).
+        """
+        fields: dict[str, Any] = {
+            "imap_host": account.host,
+            "imap_port": account.port,
+            "imap_security": "none",
+            "imap_username": account.username,
+            "imap_password": account.password,
+        }
+        return cls(**(fields | overrides))
 
 
 def _raw_message(email: "Email") -> ContentFile:

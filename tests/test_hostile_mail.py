@@ -93,12 +93,8 @@ def hostile_messages() -> dict[str, tuple[bytes, str]]:
 
 @pytest.fixture
 def case_mailbox(imap_account):
-    return MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    return MailboxFactory.on_dovecot(
+        imap_account,
         history_import="none",
         processing_action="case",
     )

@@ -134,12 +134,9 @@ def test_test_connection_action_reports_success(superuser_client, imap_account, 
     from django.contrib.messages import get_messages
 
     imap_account.append(b"Subject: hi\r\n\r\nbody\r\n")
-    mailbox = MailboxFactory(
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         label="Support",
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
     )
@@ -166,11 +163,9 @@ def test_test_connection_action_reports_wrong_password_exactly(
 ):
     from django.contrib.messages import get_messages
 
-    mailbox = MailboxFactory(
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         label="Support",
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_username=imap_account.username,
         imap_password="wrong-password",
         smtp_host=smtp_auth_server.host,
         smtp_port=smtp_auth_server.port,
@@ -197,11 +192,8 @@ def test_test_connection_action_reports_wrong_password_exactly(
 def test_test_connection_reports_missing_folder(superuser_client, imap_account):
     from mailboxes.services import mailbox_test_connection
 
-    mailbox = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         imap_folder="Archive",
         smtp_host="",
     )

@@ -22,12 +22,8 @@ def test_whole_corpus_is_ingested_none_lost(imap_account, settings):
         appended[uid] = path
     assert len(appended) == len(files) == 107
 
-    mailbox = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         history_import="all",
     )
     result = mailbox_poll(mailbox_id=mailbox.pk)

@@ -15,7 +15,7 @@ from django.views.debug import ExceptionReporter
 from mailboxes.imap import ImapError, ImapSettings, imap_check_connection
 from mailboxes.smtp import SmtpError, SmtpSettings, smtp_check_connection
 from tests.factories import MailboxFactory, UserFactory
-from tests.servers.dovecot import DovecotServer
+from tests.servers.dovecot import DovecotServer, ImapAccount
 from tests.servers.smtp import RecordingSmtpServer
 
 NON_ASCII = "Grüße-Paßwort"
@@ -225,15 +225,8 @@ def test_smtp_forced_error_in_login_is_reported_without_the_password(utf8_smtp, 
 @pytest.mark.django_db
 def test_test_connection_action_never_answers_500_on_a_non_ascii_password(client, login_only_dovecot):
     client.force_login(UserFactory(is_superuser=True, is_staff=True))
-    mailbox = MailboxFactory(
-        label="Support",
-        imap_host=login_only_dovecot.host,
-        imap_port=login_only_dovecot.port,
-        imap_security="none",
-        imap_username=login_only_dovecot.new_account(),
-        imap_password=NON_ASCII,
-        smtp_host="",
-    )
+    account = ImapAccount(login_only_dovecot, login_only_dovecot.new_account(), NON_ASCII)
+    mailbox = MailboxFactory.on_dovecot(account, label="Support", smtp_host="")
     response = client.post(
         reverse("admin:mailboxes_mailbox_changelist"),
         {"action": "test_connection", "_selected_action": [mailbox.pk]},

@@ -34,12 +34,8 @@ def make_message(n: int, *, body: str = "", extra_headers: str = "", size_pad: i
 
 @pytest.fixture
 def mailbox(imap_account):
-    return MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    return MailboxFactory.on_dovecot(
+        imap_account,
         history_import="none",
     )
 
@@ -167,12 +163,8 @@ def test_connection_cut_mid_batch_then_rerun_gives_exact_count(mailbox, imap_acc
 
 @pytest.mark.django_db(transaction=True)
 def test_two_pollers_at_once_store_each_message_once(imap_account):
-    mailbox = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         history_import="all",
     )
     for n in range(30):
@@ -226,12 +218,8 @@ def test_history_import_modes_trigger_nothing(imap_account, history_import, sinc
     imap_account.append(make_message(1), msg_time=old)
     imap_account.append(make_message(2), msg_time=recent)
     imap_account.append(make_message(3), msg_time=recent)
-    mailbox = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         history_import=history_import,
         history_since=since,
     )

@@ -193,12 +193,8 @@ def test_unsolicited_fetch_flags_and_answers_for_unasked_uids_store_each_message
 def test_dovecot_expunge_between_listing_and_fetch_is_passed_over_after_search(
     imap_account, dovecot_server, monkeypatch
 ):
-    mailbox = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         history_import="none",
     )
     assert mailbox_poll(mailbox_id=mailbox.pk).error == ""

@@ -73,14 +73,8 @@ def ports(server: DovecotServer) -> dict[str, int]:
 
 
 def imap_mailbox(account: ImapAccount, *, port: int, security: str, **smtp):
-    return MailboxFactory(
-        imap_host=account.host,
-        imap_port=port,
-        imap_security=security,
-        imap_username=account.username,
-        imap_password=account.password,
-        history_import="none",
-        **smtp,
+    return MailboxFactory.on_dovecot(
+        account, imap_port=port, imap_security=security, history_import="none", **smtp
     )
 
 

@@ -72,12 +72,8 @@ def test_emails_stored_before_a_lost_lease_are_still_handed_to_processing(
 ):
     settings.MAILHUB_POLL_LEASE_SECONDS = 1
     settings.MAILHUB_FETCH_BATCH_MESSAGES = 1
-    box = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    box = MailboxFactory.on_dovecot(
+        imap_account,
         history_import="none",
     )
     polling.mailbox_poll(mailbox_id=box.pk)  # first contact: empty folder

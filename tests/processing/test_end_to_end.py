@@ -28,13 +28,9 @@ def message(
 
 @pytest.fixture
 def case_mailbox(imap_account, smtp_server):
-    mailbox = MailboxFactory(
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         email="support@acme.example",
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         smtp_security="none",
@@ -137,22 +133,15 @@ def test_celery_tasks_run_the_same_chain(case_mailbox, imap_account, smtp_server
 
 
 def test_lead_and_none_mailboxes(imap_account, smtp_server, dovecot_server):
-    lead_box = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    lead_box = MailboxFactory.on_dovecot(
+        imap_account,
         processing_action="lead",
         history_import="none",
     )
     other = dovecot_server.new_account()
-    none_box = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
+    none_box = MailboxFactory.on_dovecot(
+        imap_account,
         imap_username=other,
-        imap_password=imap_account.password,
         processing_action="none",
         history_import="none",
     )
@@ -172,12 +161,8 @@ def test_lead_and_none_mailboxes(imap_account, smtp_server, dovecot_server):
 def test_history_triggers_nothing(imap_account, smtp_server):
     for n in range(3):
         imap_account.append(message(n))
-    mailbox = MailboxFactory(
-        imap_host=imap_account.host,
-        imap_port=imap_account.port,
-        imap_security="none",
-        imap_username=imap_account.username,
-        imap_password=imap_account.password,
+    mailbox = MailboxFactory.on_dovecot(
+        imap_account,
         smtp_host=smtp_server.host,
         smtp_port=smtp_server.port,
         smtp_security="none",
