@@ -16,6 +16,8 @@ from django.contrib.auth.models import AbstractUser, AnonymousUser
 from django.db.models import Q
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from .models import Mailbox
 
 # AUTH_USER_MODEL is Django's own User (an AbstractUser: it has groups and is_superuser).
@@ -49,6 +51,15 @@ def mailboxes_granted_q(user: AnyUser) -> Q:
 
 def users_granted_q(mailbox: Mailbox) -> Q:
     """Condition on User rows: the users who may see `mailbox` (a user may match twice)."""
-    return Q(is_active=True) & (
-        Q(is_superuser=True) | Q(authorized_mailboxes=mailbox) | Q(groups__authorized_mailboxes=mailbox)
-    )
+    return _users_granted("", mailbox)
+
+
+def users_granted_any_q(mailboxes: QuerySet[Mailbox]) -> Q:
+    """Condition on User rows: the users who may see at least one of `mailboxes`."""
+    return _users_granted("__in", mailboxes)
+
+
+def _users_granted(lookup: str, value: object) -> Q:
+    grants = Q(**{f"authorized_mailboxes{lookup}": value})
+    grants |= Q(**{f"groups__authorized_mailboxes{lookup}": value})
+    return Q(is_active=True) & (Q(is_superuser=True) | grants)

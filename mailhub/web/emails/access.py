@@ -19,8 +19,8 @@ from mailhub.web.users import AnyUser
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
 
-# Loading a mailbox decrypts its IMAP and SMTP passwords (EncryptedTextField): the pages never
-# need them, so no mailbox they load carries them.
+# The pages never need a mailbox's IMAP and SMTP passwords, so no mailbox they load carries
+# them, not even as ciphertext (loading never decrypts: see mailboxes/encryption.py).
 MAILBOX_SECRETS = ("imap_password", "smtp_password")
 
 

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 from django.contrib.auth import get_user_model
 from django.db.models import Q, QuerySet
 
+from mailboxes.access import users_granted_any_q
 from mailboxes.models import Mailbox
 from mailhub.web.converters import database_id_from_text
 from mailhub.web.emails.access import users_with_access_to, without_mailbox_secrets
@@ -131,15 +132,10 @@ def people_in_lists(*, user: AnyUser) -> QuerySet[User]:
     user_model = get_user_model()
     if not user.is_authenticated:
         return user_model.objects.none()
-    mailboxes = Mailbox.objects.accessible_to(user)
-    granted = (
-        Q(is_superuser=True)
-        | Q(authorized_mailboxes__in=mailboxes)
-        | Q(groups__authorized_mailboxes__in=mailboxes)
+    granted = users_granted_any_q(Mailbox.objects.accessible_to(user))
+    return user_model.objects.filter(pk__in=user_model.objects.filter(granted).values("pk")).order_by(
+        "username"
     )
-    return user_model.objects.filter(
-        is_active=True, pk__in=user_model.objects.filter(granted).values("pk")
-    ).order_by("username")
 
 
 def case_assignee_choices(*, case: Case) -> QuerySet[User]:
