@@ -192,6 +192,10 @@ class CuttingTcpProxy(ManagedServer):
         try:
             while True:
                 data = src.recv(_BUFFER)
+                if conn.aborted:
+                    # Linux still delivers bytes that arrive after SHUT_RD: an aborted connection
+                    # must not forward them (a NOOP sent after drop_all() got its answer).
+                    return
                 if not data:
                     # Orderly EOF: pass the half-close on, the other direction may go on.
                     if not conn.aborted:
