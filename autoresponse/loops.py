@@ -100,19 +100,25 @@ def suppression_reason(check: LoopCheckInput) -> str | None:
     The first matching rule wins; the order puts the most specific explanation first.
     """
     headers = check.headers
-    own = frozenset(_normalize_address(address) for address in check.own_addresses)
+    # Our own mailboxes are recognised under every spelling that reaches them (`+tag`, IDNA,
+    # case: address_key), as the rate limit counts them: `support+x@` is still support@.
+    own = frozenset(address_key(address) for address in check.own_addresses)
     sender = _normalize_address(check.sender_address)
 
     if not _is_valid_address(sender):
         return "no sender address"
     # An answer to another mailbox of this installation would be answered back: the classic loop.
-    if sender in own:
+    if address_key(sender) in own:
         return "sender is one of our own mailboxes"
     # The answered address (Reply-To when there is one, see answered_address) is where the reply
     # goes, so it passes the same tests as the sender; it is never parsed a second time here.
     answered = _normalize_address(check.answered)
-    if answered and answered != sender and answered in own:
+    if answered and answered != sender and address_key(answered) in own:
         return "Reply-To is one of our own mailboxes"
+    # An email stored in reduced form (mailboxes/services/storing.py) kept no header field: it
+    # can't be checked for Auto-Submitted, List-Id, Precedence..., so it is never answered blind.
+    if not headers:
+        return "no header fields stored (reduced form): can't be checked for automatic mail"
     # Storing keeps at most MAX_HEADERS fields: a message that reached the cap may have had its
     # Auto-Submitted or List-Id beyond it, so it can't be cleared as a person's mail. (Padding
     # past the cap must never be a way around the rules below.)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from django.contrib import admin
+from django.contrib.admin.widgets import ForeignKeyRawIdWidget
 from django.core.exceptions import FieldDoesNotExist
 from django.db.models import Model, QuerySet
 from django.http import HttpRequest
@@ -80,7 +81,30 @@ class MailboxScopedMixin(_AdminBase):
             kwargs["queryset"] = scoped_to_user(
                 db_field.remote_field.model._default_manager.all(), request.user
             )
+            if "widget" not in kwargs and db_field.name in self.raw_id_fields:
+                kwargs["widget"] = ScopedRawIdWidget(
+                    db_field.remote_field, self.admin_site, kwargs["queryset"], using=kwargs.get("using")
+                )
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ScopedRawIdWidget(ForeignKeyRawIdWidget):
+    """Django's raw-id widget prints the label of whatever id it is given (`?previous_case=N`),
+    looked up with the model's default manager: this one only names rows the user may see."""
+
+    def __init__(self, rel: Any, admin_site: admin.AdminSite, queryset: QuerySet[Any], **kwargs: Any) -> None:
+        super().__init__(rel, admin_site, **kwargs)
+        self.scoped_queryset = queryset
+
+    def label_and_url_for_value(self, value: Any) -> tuple[str, str]:
+        key = self.rel.get_related_field().name
+        try:
+            visible = self.scoped_queryset.filter(**{key: value}).exists()
+        except (ValueError, TypeError, OverflowError):
+            visible = False
+        if not visible:
+            return "", ""
+        return super().label_and_url_for_value(value)
 
 
 # The mailbox filter of a changelist lists only the mailboxes of the rows the user sees, not

@@ -88,7 +88,10 @@ def test_make_run_mode_polls_processes_and_answers_in_the_background(dovecot_ser
         dovecot_server.append(
             user, b"From: Ann <ann@customer.example>\r\nSubject: Help\r\nMessage-ID: <h1@c>\r\n\r\nPlease\r\n"
         )
-        [reply] = smtp_server.wait_for(1, timeout=60)
+        try:
+            [reply] = smtp_server.wait_for(1, timeout=60)
+        except AssertionError as exc:  # say what the product was doing (its console)
+            raise AssertionError(f"{exc}; console:\n{console.read_text()[-4000:]}") from exc
         assert reply.message["Subject"] == "[#1001] received"
         assert list(reply.rcpt_tos) == ["ann@customer.example"]
         assert counts(env, "Support") == "1 1 1"
