@@ -19,6 +19,7 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any
 
+from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
@@ -39,8 +40,18 @@ from .safe_regex import RegexBudget
 logger = logging.getLogger("mailhub.autoresponse")
 
 MAX_SEND_ATTEMPTS = 6
-# A row left 'sending' this long belongs to a worker that died mid-send.
-STALE_SENDING_AFTER = timedelta(minutes=15)
+
+
+def stale_sending_after() -> timedelta:
+    """How long a row may stay 'sending' before it counts as a worker that died mid-send.
+
+    Longer than the longest send that is still alive: a connection, the commands (each up to
+    MAILHUB_NETWORK_TIMEOUT) and the wait for the final reply (MAILHUB_SMTP_DATA_TIMEOUT, 10
+    minutes by RFC 5321 §4.5.3.2.6), plus a margin. A shorter bound would mark a slow but live
+    send 'uncertain', and a resend by hand could then put a second copy on the wire.
+    """
+    live = settings.MAILHUB_SMTP_DATA_TIMEOUT + 10 * settings.MAILHUB_NETWORK_TIMEOUT
+    return max(timedelta(minutes=15), timedelta(seconds=live) + timedelta(minutes=5))
 
 
 def email_facts(email: Email) -> EmailFacts:
@@ -337,12 +348,12 @@ def send_retry_delay(attempts: int) -> timedelta:
 
 
 def auto_replies_mark_stale_sending(*, mailbox_id: int) -> int:
-    """Rows left 'sending' longer than STALE_SENDING_AFTER belong to a worker that died mid-send:
+    """Rows left 'sending' longer than `stale_sending_after()` belong to a worker that died mid-send:
     they become 'uncertain', never resent (the message may be out). Returns how many."""
     stale = AutoReply.objects.filter(
         email__mailbox_id=mailbox_id,
         status=AutoReplyStatus.SENDING,
-        claimed_at__lt=timezone.now() - STALE_SENDING_AFTER,
+        claimed_at__lt=timezone.now() - stale_sending_after(),
     )
     return stale.update(
         status=AutoReplyStatus.UNCERTAIN,

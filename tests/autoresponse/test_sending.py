@@ -289,6 +289,22 @@ def test_marking_stale_sending_leaves_other_mailboxes_and_recent_claims(mailbox,
     assert recent.status == AutoReplyStatus.SENDING
 
 
+@pytest.mark.parametrize("data_timeout", [600, 1800])
+def test_a_send_still_waiting_for_the_final_reply_is_not_marked_uncertain(settings, mailbox, data_timeout):
+    """A live send may wait MAILHUB_SMTP_DATA_TIMEOUT for the reply to the final dot: marking
+    it 'uncertain' sooner would invite a resend by hand while the first copy may still go out."""
+    settings.MAILHUB_SMTP_DATA_TIMEOUT = data_timeout
+    slow = timezone.now() - timedelta(seconds=data_timeout + 60)
+    reply = AutoReplyFactory(
+        email=new_email(mailbox, message_id="<slow@customer.example>"),
+        status=AutoReplyStatus.SENDING,
+        claimed_at=slow,
+    )
+    assert auto_replies_mark_stale_sending(mailbox_id=mailbox.pk) == 0
+    reply.refresh_from_db()
+    assert reply.status == AutoReplyStatus.SENDING
+
+
 def test_subject_with_crlf_cannot_inject_a_header(mailbox, smtp_server):
     template = EmailTemplateFactory(subject="Re: {{ email.subject }}", text_body="ok")
     AutoResponseRuleFactory(mailbox=mailbox, template=template)
