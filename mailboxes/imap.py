@@ -224,6 +224,22 @@ class ImapConnection:
         self._client = client
         self._imap = imap
 
+    def _nz_number(self, value: int | str | bytes, what: str) -> int:
+        """A UID, UIDVALIDITY or UIDNEXT as RFC 3501 §9 defines them: nz-number, a 32-bit unsigned
+        integer. A hostile or broken server sending anything else gets a clear permanent error
+        instead of a value no database column can hold (the cursor would never move again)."""
+        try:
+            number = int(value)
+        except (TypeError, ValueError):
+            number = -1
+        if not 0 < number < 2**32:
+            raise ImapError(
+                f"IMAP server {self._imap.host}:{self._imap.port} sent {what} {str(value)[:40]!r}, "
+                "outside RFC 3501's 1..4294967295",
+                permanent=True,
+            )
+        return number
+
     @contextmanager
     def _translated_errors(self) -> Iterator[None]:
         try:
@@ -258,8 +274,8 @@ class ImapConnection:
         # out: None then, never 0 (0 would make every message already there look new).
         uidnext = response.get(b"UIDNEXT")
         return FolderStatus(
-            uidvalidity=int(response[b"UIDVALIDITY"]),
-            uidnext=int(uidnext) if uidnext is not None else None,
+            uidvalidity=self._nz_number(response[b"UIDVALIDITY"], "UIDVALIDITY"),
+            uidnext=self._nz_number(uidnext, "UIDNEXT") if uidnext is not None else None,
             message_count=int(response.get(b"EXISTS", 0)),
         )
 
@@ -271,7 +287,7 @@ class ImapConnection:
         """
         with self._translated_errors():
             found = self._client.search(["ALL"])
-        return max((int(uid) for uid in found), default=0)
+        return max((self._nz_number(uid, "UID") for uid in found), default=0)
 
     def sizes_after(self, last_uid: int) -> dict[int, int | None]:
         """UID -> RFC822.SIZE of every message above `last_uid`; None when the size is unknown.
@@ -285,7 +301,9 @@ class ImapConnection:
         """
         with self._translated_errors():
             found = self._client.search(["UID", f"{last_uid + 1}:*"])
-            uids = sorted({int(uid) for uid in found if int(uid) > last_uid})
+            uids = sorted(
+                {uid for uid in (self._nz_number(value, "UID") for value in found) if uid > last_uid}
+            )
             sizes: dict[int, int | None] = dict.fromkeys(uids)
             for start in range(0, len(uids), _UIDS_PER_COMMAND):
                 chunk = uids[start : start + _UIDS_PER_COMMAND]

@@ -220,3 +220,22 @@ def test_dovecot_expunge_between_listing_and_fetch_is_passed_over_after_search(
     assert (result.error, len(result.new_email_ids)) == ("", 2)
     assert [(outcome.gone, outcome.undelivered) for outcome in outcomes] == [([2], [])]
     assert (stored_uids(), cursor(mailbox)) == ([1, 3], 3)
+
+
+@pytest.mark.parametrize("what", ["uidvalidity", "uid"])
+@pytest.mark.parametrize("value", [2**32, 2**63, 2**64 + 5])
+def test_a_uid_or_uidvalidity_outside_rfc_3501_is_a_clear_permanent_error(fake_imap, what, value):
+    """RFC 3501 §9: both are nz-number, 32-bit unsigned. A larger one from a broken or hostile
+    server would fit no database column: it is refused by name, not stored in a failing loop."""
+    mailbox = polled_empty(fake_imap) if what == "uid" else fake_mailbox(fake_imap)
+    if what == "uidvalidity":
+        fake_imap.uidvalidity = value
+    else:
+        fake_imap._next_uid = value
+        fake_imap.send_uidnext = False  # else UIDNEXT (value + 1) is refused first, as it should be
+    fake_imap.append(message(1))
+    result = mailbox_poll(mailbox_id=mailbox.pk)
+    assert f"sent {what.upper()} '{value}', outside RFC 3501's 1..4294967295" in result.error
+    assert result.error_is_permanent
+    assert Email.objects.count() == 0
+    assert Mailbox.objects.get(pk=mailbox.pk).last_error == result.error
