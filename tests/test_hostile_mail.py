@@ -10,7 +10,6 @@ hostile headers and MIME structures and stores them through the same service.
 
 from __future__ import annotations
 
-import base64
 import string
 
 import pytest
@@ -23,19 +22,9 @@ from mailboxes.models import Email, ProcessingStatus
 from mailboxes.services.storing import email_store_fetched
 from mailhub.pipeline import mailbox_poll_inline
 from tests.factories import MailboxFactory, UserFactory
+from tests.hostile import encoded_words
 
 pytestmark = [pytest.mark.django_db(transaction=True)]
-
-
-def _encoded(text: str) -> str:
-    words, chunk = [], ""
-    for char in text:
-        if len((chunk + char).encode()) > 36:
-            words.append(chunk)
-            chunk = ""
-        chunk += char
-    words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
 
 
 def build(n: int, *, headers: str = "", body: str = "Please help.\r\n", ctype: str = "text/plain") -> bytes:
@@ -67,11 +56,11 @@ def hostile_messages() -> dict[str, tuple[bytes, str]]:
         "far-future date": (build(101, headers="Date: Sat, 31 Dec 9999 22:00:00 -1200\r\n"), "out of range"),
         "ancient date": (build(102, headers="Date: Mon, 14 Oct 1066 09:00:00 +0000\r\n"), "out of range"),
         "hangul message-id": (
-            build(103, headers=f"Message-ID: <{_encoded('한' * 960)}@example.org>\r\n"),
+            build(103, headers=f"Message-ID: <{encoded_words('한' * 960)}@example.org>\r\n"),
             "message_id cut",
         ),
         "emoji in-reply-to": (
-            build(104, headers=f"In-Reply-To: <{_encoded('📨' * 950)}@example.org>\r\n"),
+            build(104, headers=f"In-Reply-To: <{encoded_words('📨' * 950)}@example.org>\r\n"),
             "in_reply_to cut",
         ),
         "1.4 MB subject": (

@@ -15,6 +15,7 @@ from mailboxes.models import Attachment, Email
 from mailboxes.services.storing import email_store_fetched
 from processing.services import email_process
 from tests.factories import MailboxFactory
+from tests.hostile import encoded_words
 
 pytestmark = pytest.mark.django_db
 
@@ -73,24 +74,10 @@ def test_an_internaldate_outside_the_range_is_replaced_by_the_time_of_storing(ye
     assert "INTERNALDATE" in email.parse_problem
 
 
-def _encoded_words(text: str) -> str:
-    """RFC 2047 encoded-words of at most 75 characters, folded (as a hostile sender writes them)."""
-    import base64
-
-    words, chunk = [], ""
-    for char in text:
-        if len((chunk + char).encode()) > 36:
-            words.append(chunk)
-            chunk = ""
-        chunk += char
-    words.append(chunk)
-    return "\r\n ".join(f"=?utf-8?b?{base64.b64encode(w.encode()).decode()}?=" for w in words)
-
-
 @pytest.mark.parametrize("header", ["Message-ID", "In-Reply-To"])
 def test_an_indexed_id_is_cut_to_bytes_not_characters(header):
     cjk = "漢" * 900  # 2,700 bytes of UTF-8: over PostgreSQL's B-tree row limit
-    email = store(message(headers=f"{header}: <{_encoded_words(cjk)}@example.com>\r\n"))
+    email = store(message(headers=f"{header}: <{encoded_words(cjk)}@example.com>\r\n"))
     value = email.message_id if header == "Message-ID" else email.in_reply_to
     assert value.startswith("<漢")
     assert len(value.encode()) <= limits.MAX_INDEXED_BYTES
