@@ -72,23 +72,22 @@ SERVER_CHANGED = (
 )
 
 
+def _secret_field(label: str) -> forms.CharField:
+    """A write-only password field: never rendered back, blank keeps the stored value."""
+    return forms.CharField(
+        label=label,
+        required=False,
+        strip=False,
+        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
+        help_text="Stored encrypted. Leave blank to keep the current password.",
+    )
+
+
 class MailboxAdminForm(_MailboxFormBase):
     """Secrets are write-only: never rendered back; a blank field keeps the stored value."""
 
-    imap_password = forms.CharField(
-        label="IMAP password",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted. Leave blank to keep the current password.",
-    )
-    smtp_password = forms.CharField(
-        label="SMTP password",
-        required=False,
-        strip=False,
-        widget=forms.PasswordInput(render_value=False, attrs={"autocomplete": "new-password"}),
-        help_text="Stored encrypted. Leave blank to keep the current password.",
-    )
+    imap_password = _secret_field("IMAP password")
+    smtp_password = _secret_field("SMTP password")
 
     class Meta:
         model = Mailbox

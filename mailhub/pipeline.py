@@ -9,6 +9,7 @@ step idempotent, so the next poll also finishes what a crash or a lost task inte
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -81,11 +82,11 @@ class InlineDispatch:
         return None  # nothing is queued: everything unfinished is ours now
 
 
+@dataclass
 class InlineCounts:
-    def __init__(self) -> None:
-        self.processed = 0
-        self.failed = 0
-        self.auto_replies_sent = 0
+    processed: int = 0
+    failed: int = 0
+    auto_replies_sent: int = 0
 
 
 def mailbox_poll_inline(*, mailbox_id: int) -> PollResult:
