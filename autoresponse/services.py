@@ -19,16 +19,15 @@ from email.policy import SMTP as SMTP_POLICY
 from email.utils import format_datetime, formataddr, make_msgid
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, transaction
 from django.db.models import F, Q, Value
 from django.db.models.functions import Concat
 from django.utils import timezone
 
 from mailboxes import limits
-from mailboxes.backoff import backoff_delay
 from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
+from mailboxes.services.sending import send_retry_delay, stale_sending_after
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
 from .conditions import ConditionSpec, EmailFacts, rule_matches
@@ -40,18 +39,6 @@ from .safe_regex import RegexBudget
 logger = logging.getLogger("mailhub.autoresponse")
 
 MAX_SEND_ATTEMPTS = 6
-
-
-def stale_sending_after() -> timedelta:
-    """How long a row may stay 'sending' before it counts as a worker that died mid-send.
-
-    Longer than the longest send that is still alive: a connection, the commands (each up to
-    MAILHUB_NETWORK_TIMEOUT) and the wait for the final reply (MAILHUB_SMTP_DATA_TIMEOUT, 10
-    minutes by RFC 5321 §4.5.3.2.6), plus a margin. A shorter bound would mark a slow but live
-    send 'uncertain', and a resend by hand could then put a second copy on the wire.
-    """
-    live = settings.MAILHUB_SMTP_DATA_TIMEOUT + 10 * settings.MAILHUB_NETWORK_TIMEOUT
-    return max(timedelta(minutes=15), timedelta(seconds=live) + timedelta(minutes=5))
 
 
 def email_facts(email: Email) -> EmailFacts:
@@ -341,10 +328,6 @@ def auto_replies_resend_by_hand(*, auto_reply_ids: list[int], requested_by: str)
         reason=Concat(Value(f"resend requested by hand by {requested_by}; before: "), F("reason")),
     )
     return ids
-
-
-def send_retry_delay(attempts: int) -> timedelta:
-    return backoff_delay(attempt=attempts, first=30, cap=3600, jitter=0.2)
 
 
 def auto_replies_mark_stale_sending(*, mailbox_id: int) -> int:

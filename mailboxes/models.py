@@ -45,6 +45,13 @@ class HistoryImport(models.TextChoices):
     SINCE = "since", "Import existing messages since a date"
 
 
+class EmailDirection(models.TextChoices):
+    INCOMING = "incoming", "Received"
+    # Written by staff in mailhub and sent as the mailbox (an answer or a forward): never
+    # processed nor auto-answered, and not stored again when the poll meets a copy of it.
+    OUTGOING = "outgoing", "Sent by staff"
+
+
 class ProcessingStatus(models.TextChoices):
     PENDING = "pending", "Pending"
     DONE = "done", "Done"
@@ -112,6 +119,23 @@ class Mailbox(models.Model):
     )
     reopen_resolved_cases = models.BooleanField(
         default=True, help_text="A reply to a resolved case reopens it."
+    )
+    sender_name = models.CharField(
+        "display name of answers",
+        max_length=100,
+        blank=True,
+        help_text="The name in From of what staff send, e.g. 'Alex from Support'; empty: the label.",
+    )
+    signature = models.TextField(
+        blank=True, help_text="Plain text put under every answer (an agent's own signature wins)."
+    )
+    imap_sent_folder = models.CharField(
+        "IMAP Sent folder",
+        max_length=255,
+        blank=True,
+        default="Sent",
+        help_text="A copy of every answer is appended here (flagged \\Seen) for people who read "
+        "the mailbox in a mail client; empty: no copy.",
     )
     auto_reply_window_hours = models.PositiveIntegerField(
         "auto-reply rate limit (hours)",
@@ -225,8 +249,20 @@ class SubjectSortKey(models.Func):
 
 class Email(models.Model):
     mailbox = models.ForeignKey(Mailbox, on_delete=models.CASCADE, related_name="emails")
-    uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY")
-    uid = models.BigIntegerField("IMAP UID")
+    # Null for an outgoing email: it was never in the polled folder.
+    uidvalidity = models.BigIntegerField("IMAP UIDVALIDITY", null=True, blank=True)
+    uid = models.BigIntegerField("IMAP UID", null=True, blank=True)
+    direction = models.CharField(
+        max_length=10, choices=EmailDirection.choices, default=EmailDirection.INCOMING
+    )
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+        help_text="Who wrote this outgoing email.",
+    )
 
     message_id = models.CharField(max_length=998, blank=True, db_index=True)
     in_reply_to = models.CharField(max_length=998, blank=True)
@@ -373,3 +409,62 @@ class MailboxVisit(models.Model):
 
     def __str__(self) -> str:
         return f"{self.user} saw {self.mailbox_id} up to email {self.seen_up_to_email_id}"
+
+
+class OutboundStatus(models.TextChoices):
+    PENDING = "pending", "Waiting to be sent"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    FAILED = "failed", "Not sent"
+    # The connection died after the whole message was sent, before the server's reply (or the
+    # worker died mid-send): it may have been delivered. Never retried automatically; a person
+    # sends it again after checking it did not arrive.
+    UNCERTAIN = "uncertain", "Unknown outcome"
+
+
+class SentCopyStatus(models.TextChoices):
+    NOT_WANTED = "not_wanted", "No Sent folder"
+    PENDING = "pending", "To append"
+    APPENDING = "appending", "Appending"
+    DONE = "done", "In the Sent folder"
+    FAILED = "failed", "Not appended"
+
+
+class OutboundMessage(models.Model):
+    """The delivery of one outgoing email: sent at most once, then copied to the Sent folder.
+
+    The message itself is the email's raw original (`email.raw`), the exact bytes that go out;
+    the envelope adds the Bcc recipients, which are not in those bytes (RFC 5322 §3.6.3).
+    `submission_key` comes from the compose form: a second submit of the same form is refused
+    by the database, so a double click or a resubmitted page never makes a second message.
+    """
+
+    email = models.OneToOneField(Email, on_delete=models.CASCADE, related_name="outbound")
+    submission_key = models.CharField(max_length=64, unique=True)
+    sent_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    envelope_recipients = models.JSONField(default=list, help_text="Every RCPT TO address, Bcc included.")
+    bcc = models.JSONField(default=list, blank=True, help_text='[["name", "address"], ...]')
+    status = models.CharField(
+        max_length=12, choices=OutboundStatus.choices, default=OutboundStatus.PENDING, db_index=True
+    )
+    reason = models.TextField(blank=True, help_text="The last error, or why it was not sent.")
+    attempts = models.PositiveIntegerField(default=0)
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    sent_copy_status = models.CharField(
+        max_length=12, choices=SentCopyStatus.choices, default=SentCopyStatus.PENDING, db_index=True
+    )
+    sent_copy_error = models.TextField(blank=True)
+    sent_copy_attempts = models.PositiveIntegerField(default=0)
+    sent_copy_claimed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        indexes = [models.Index(fields=["sent_by", "created_at"], name="outbound_sender_created")]
+
+    def __str__(self) -> str:
+        return f"outbound {self.pk} of email {self.email_id}: {self.status}"

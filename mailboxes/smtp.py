@@ -203,12 +203,19 @@ def smtp_check_connection(smtp: SmtpSettings) -> str:
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-def smtp_send_raw(smtp: SmtpSettings, *, sender: str, recipients: list[str], message: bytes) -> None:
+def smtp_send_raw(
+    smtp: SmtpSettings, *, sender: str, recipients: list[str], message: bytes
+) -> dict[str, tuple[int, str]]:
     """Send an already rendered message byte for byte (what was stored is what goes out).
 
     The transaction is spelled out (MAIL, RCPT, DATA) rather than `sendmail()` so that a failure
     after the final dot is told apart from one before it (`SmtpError.ambiguous`), and so that
     only the wait for the final reply gets the long DATA-termination timeout.
+
+    Returns the recipients the server refused while it accepted the message for the others
+    (RFC 5321 §3.3: each RCPT is answered on its own). That is not an error to retry: the
+    message is delivered to the accepted ones, and a retry would give them a second copy. All
+    refused raises before DATA.
     """
     with smtp_session(smtp) as client:
         code, reply = client.mail(sender)
@@ -230,8 +237,7 @@ def smtp_send_raw(smtp: SmtpSettings, *, sender: str, recipients: list[str], mes
             body += b"\r\n"
         client.send(body + b".\r\n")  # a failure up to here: the server did not get the final dot
         _await_final_reply(client, smtp)
-    if refused:
-        raise _translate(smtplib.SMTPRecipientsRefused(refused), smtp)
+    return {recipient: (code, _text(reply)) for recipient, (code, reply) in refused.items()}
 
 
 def _await_final_reply(client: smtplib.SMTP, smtp: SmtpSettings) -> None:

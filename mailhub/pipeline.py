@@ -1,4 +1,5 @@
-"""The pipeline: poll -> process each new email -> send each auto-reply it decided.
+"""The pipeline: poll -> process each new email -> send each auto-reply it decided; and staff's
+answers: send -> record the case's first response -> copy to the Sent folder.
 
 One description of the steps, run two ways. `InlineDispatch` (the `poll_mailboxes` command, no
 broker) runs every step in this process; `QueuedDispatch` (mailhub/tasks.py, the worker) enqueues
@@ -16,7 +17,9 @@ from typing import Protocol
 from autoresponse.models import AutoReplyStatus
 from autoresponse.selectors import auto_replies_due
 from autoresponse.services import auto_replies_mark_stale_sending, auto_reply_send
+from mailboxes.models import OutboundStatus
 from mailboxes.services import PollResult, mailbox_poll
+from mailboxes.services.sending import outbound_send, outbounds_due, outbounds_mark_stale_sending
 from processing.services import ProcessingResult, email_process, emails_needing_processing
 
 
@@ -26,6 +29,8 @@ class Dispatch(Protocol):
     def process(self, email_id: int) -> None: ...
 
     def send(self, auto_reply_id: int) -> None: ...
+
+    def send_outbound(self, outbound_id: int) -> None: ...
 
     def stale_before(self) -> datetime | None:
         """Work older than this lost its task and is dispatched again (None: all of it)."""
@@ -48,6 +53,10 @@ def mailbox_poll_step(*, mailbox_id: int, dispatch: Dispatch) -> PollResult:
     auto_replies_mark_stale_sending(mailbox_id=mailbox_id)
     for auto_reply_id in auto_replies_due(mailbox_id=mailbox_id, created_before=stale_before):
         dispatch.send(auto_reply_id)
+    # Staff's answers whose send task was lost, or whose backoff after a transient error is over.
+    outbounds_mark_stale_sending(mailbox_id=mailbox_id)
+    for outbound_id in outbounds_due(mailbox_id=mailbox_id, created_before=stale_before):
+        dispatch.send_outbound(outbound_id)
     return result
 
 
@@ -61,6 +70,11 @@ def email_process_step(*, email_id: int, dispatch: Dispatch) -> ProcessingResult
 
 def auto_reply_send_step(*, auto_reply_id: int) -> AutoReplyStatus:
     return AutoReplyStatus(auto_reply_send(auto_reply_id=auto_reply_id).status)
+
+
+def outbound_send_step(*, outbound_id: int) -> OutboundStatus:
+    """Send one answer of staff (at most once)."""
+    return OutboundStatus(outbound_send(outbound_id=outbound_id).status)
 
 
 class InlineDispatch:
@@ -77,6 +91,9 @@ class InlineDispatch:
     def send(self, auto_reply_id: int) -> None:
         if auto_reply_send_step(auto_reply_id=auto_reply_id) == AutoReplyStatus.SENT:
             self.counts.auto_replies_sent += 1
+
+    def send_outbound(self, outbound_id: int) -> None:
+        outbound_send_step(outbound_id=outbound_id)
 
     def stale_before(self) -> datetime | None:
         return None  # nothing is queued: everything unfinished is ours now

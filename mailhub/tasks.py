@@ -16,7 +16,7 @@ from autoresponse.models import AutoReply, AutoReplyStatus
 from autoresponse.services import MAX_SEND_ATTEMPTS, auto_reply_send
 from mailboxes.services import mailboxes_claim_due_polls
 
-from .pipeline import email_process_step, mailbox_poll_step
+from .pipeline import email_process_step, mailbox_poll_step, outbound_send_step
 
 
 class QueuedDispatch:
@@ -29,6 +29,9 @@ class QueuedDispatch:
 
     def send(self, auto_reply_id: int) -> None:
         send_auto_reply.delay(auto_reply_id)
+
+    def send_outbound(self, outbound_id: int) -> None:
+        send_outbound.delay(outbound_id)
 
     def stale_before(self) -> datetime | None:
         return timezone.now() - timedelta(seconds=settings.MAILHUB_REQUEUE_PENDING_AFTER)
@@ -66,3 +69,10 @@ def send_auto_reply(self: Task[[int], None], auto_reply_id: int) -> None:
         # Transient SMTP failure: come back when the backoff says (bounded by max_retries; the
         # next poll also picks up due replies if this task is lost).
         raise self.retry(eta=reply.next_attempt_at)
+
+
+@shared_task(name="mailhub.send_outbound", ignore_result=True)
+def send_outbound(outbound_id: int) -> None:
+    # Transient failures leave the row pending with a backoff time; the next poll of its mailbox
+    # sends it when that is over (never this task retrying on its own: the claim decides).
+    outbound_send_step(outbound_id=outbound_id)

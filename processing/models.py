@@ -56,6 +56,8 @@ class Lead(models.Model):
 class CaseStatus(models.TextChoices):
     OPEN = "open", "Open"
     IN_PROGRESS = "in_progress", "In progress"
+    # Answered, the next move is the customer's: their next email opens the case again.
+    WAITING = "waiting", "Waiting for customer"
     RESOLVED = "resolved", "Resolved"
     CLOSED = "closed", "Closed"
 
@@ -112,6 +114,9 @@ class Case(models.Model):
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
     resolved_at = models.DateTimeField(null=True, blank=True)
+    first_response_at = models.DateTimeField(
+        null=True, blank=True, help_text="When staff's first answer was accepted by the SMTP server."
+    )
 
     class Meta:
         ordering = ["-created_at", "-id"]
@@ -168,3 +173,59 @@ class CaseEvent(models.Model):
         if labels is not None and value in labels.values:
             return str(labels(value).label)
         return value or "nobody"
+
+
+class Note(models.Model):
+    """An internal note of staff on a case, or on an email that has no case: never emailed.
+
+    On an email that later joins a case, the note shows in that case's timeline too.
+    """
+
+    case = models.ForeignKey(Case, null=True, blank=True, on_delete=models.CASCADE, related_name="notes")
+    email = models.ForeignKey(
+        "mailboxes.Email", null=True, blank=True, on_delete=models.CASCADE, related_name="notes"
+    )
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    author_name = models.CharField(max_length=150, blank=True, help_text="Kept when the user is deleted.")
+    body = models.TextField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(case__isnull=False) | models.Q(email__isnull=False),
+                name="note_on_case_or_email",
+            ),
+        ]
+        indexes = [
+            models.Index(fields=["case", "created_at"], name="note_case_created"),
+            models.Index(fields=["email", "created_at"], name="note_email_created"),
+        ]
+
+    def __str__(self) -> str:
+        return f"note {self.pk} by {self.author_name}"
+
+
+class AgentSignature(models.Model):
+    """An agent's own signature, for one mailbox or (mailbox empty) for all of them: it replaces
+    the mailbox's signature in the agent's answers."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="signatures")
+    mailbox = models.ForeignKey(
+        "mailboxes.Mailbox", null=True, blank=True, on_delete=models.CASCADE, related_name="+"
+    )
+    text = models.TextField(help_text="Plain text.")
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["user", "mailbox"], name="agent_signature_unique_user_mailbox"),
+            models.UniqueConstraint(
+                fields=["user"], condition=models.Q(mailbox__isnull=True), name="agent_signature_one_default"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"signature of {self.user_id} for {self.mailbox_id or 'all mailboxes'}"

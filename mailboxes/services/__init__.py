@@ -2,12 +2,13 @@
 
 from .connection import ConnectionCheck, mailbox_test_connection
 from .polling import PollResult, mailbox_poll, mailboxes_claim_due_polls
-from .storing import email_store_fetched
+from .storing import email_store_fetched, email_store_outgoing
 
 __all__ = [
     "ConnectionCheck",
     "PollResult",
     "email_store_fetched",
+    "email_store_outgoing",
     "mailbox_poll",
     "mailbox_test_connection",
     "mailboxes_claim_due_polls",

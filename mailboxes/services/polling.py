@@ -218,11 +218,8 @@ def _sync(mailbox: Mailbox, token: str, result: PollResult) -> None:
 def _stored_above_cursor(mailbox: Mailbox, uidvalidity: int) -> set[int]:
     """UIDs above the cursor stored already: an earlier poll stored them while the cursor waited
     before a UID the server did not deliver. Usually none (one range scan of the unique index)."""
-    return set(
-        Email.objects.filter(
-            mailbox=mailbox, uidvalidity=uidvalidity, uid__gt=mailbox.imap_last_uid
-        ).values_list("uid", flat=True)
-    )
+    stored = Email.objects.filter(mailbox=mailbox, uidvalidity=uidvalidity, uid__gt=mailbox.imap_last_uid)
+    return {uid for uid in stored.values_list("uid", flat=True) if uid is not None}
 
 
 def _undelivered_to_store(

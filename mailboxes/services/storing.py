@@ -16,7 +16,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from mailboxes import limits
-from mailboxes.models import Attachment, Email, Mailbox, ProcessingStatus
+from mailboxes.models import Attachment, Email, EmailDirection, Mailbox, ProcessingStatus
 from mailboxes.parsing import ParsedAddress, ParsedEmail, parse_email
 
 logger = logging.getLogger(__name__)
@@ -161,6 +161,43 @@ def email_store_fetched(
     else:
         written.extend(attachment_files)
     return StoreOutcome(email=email)
+
+
+def email_store_outgoing(
+    *, mailbox: Mailbox, raw: bytes, sent_by_id: int | None, written_files: list[str] | None = None
+) -> Email:
+    """Store a message staff are sending as the mailbox: an outgoing Email, made from the exact
+    bytes that go out (so what the thread shows is what was sent), never processed.
+
+    Its identity is computed as the poll computes it, so a copy of it met later in the polled
+    folder (a Bcc to the mailbox itself, a server that files sent mail there) is recognised as
+    this email and not stored again. The caller holds the transaction; unlike fetched mail this
+    is our own message, so a failure raises instead of storing a reduced form.
+    """
+    parsed = parse_email(raw)
+    written = written_files if written_files is not None else []
+    out_name = f"{mailbox.pk}-out-{uuid.uuid4().hex}.eml"
+    raw_path = Email._meta.get_field("raw").generate_filename(None, out_name)  # type: ignore[arg-type]
+    raw_name = default_storage.save(raw_path, ContentFile(raw))
+    written.append(raw_name)
+    base = {
+        "mailbox": mailbox,
+        "uidvalidity": None,
+        "uid": None,
+        "direction": EmailDirection.OUTGOING,
+        "sent_by_id": sent_by_id,
+        "raw": raw_name,
+        "size": len(raw),
+        "content_sha256": hashlib.sha256(raw).hexdigest(),
+        "identity": message_identity(raw, parsed.message_id),
+        "received_at": timezone.now(),
+        "processing_status": ProcessingStatus.SKIPPED,
+    }
+    with transaction.atomic():
+        email = _email_full_form(base, parsed, list(parsed.problems))
+        email.save()
+        _attachments_store(email, parsed, written)
+    return email
 
 
 class EmailStoreFailed(Exception):

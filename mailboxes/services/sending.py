@@ -1,0 +1,164 @@
+"""Send what staff wrote as the mailbox, at most once.
+
+The outgoing email and its OutboundMessage are created together (processing's answer service)
+with the message's bytes as the email's raw original. Sending claims the row with a conditional
+UPDATE (pending -> sending), so a rerun, a retry, a double click or a second worker never puts a
+second copy on the wire. When nobody can know whether the server accepted the message (the
+connection died after the final dot, or a worker died while the row was `sending`), the row
+becomes `uncertain`: never retried automatically; a person sends it again after checking
+(`outbound_send_again`). A failed row is shown with its reason and can be sent again too.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db.models import F, Q, Value
+from django.db.models.functions import Concat
+from django.utils import timezone
+
+from mailboxes.backoff import backoff_delay
+from mailboxes.encryption import SecretDecryptionError
+from mailboxes.models import Mailbox, OutboundMessage, OutboundStatus
+from mailboxes.smtp import SmtpError, smtp_send_raw
+
+logger = logging.getLogger("mailhub.sending")
+
+MAX_SEND_ATTEMPTS = 6
+
+
+def stale_sending_after() -> timedelta:
+    """How long a row may stay 'sending' before it counts as a worker that died mid-send.
+
+    Longer than the longest send that is still alive: a connection, the commands (each up to
+    MAILHUB_NETWORK_TIMEOUT) and the wait for the final reply (MAILHUB_SMTP_DATA_TIMEOUT, 10
+    minutes by RFC 5321 §4.5.3.2.6), plus a margin. A shorter bound would mark a slow but live
+    send 'uncertain', and sending it again could then put a second copy on the wire.
+    """
+    live = settings.MAILHUB_SMTP_DATA_TIMEOUT + 10 * settings.MAILHUB_NETWORK_TIMEOUT
+    return max(timedelta(minutes=15), timedelta(seconds=live) + timedelta(minutes=5))
+
+
+def send_retry_delay(attempts: int) -> timedelta:
+    return backoff_delay(attempt=attempts, first=30, cap=3600, jitter=0.2)
+
+
+def outbound_send(*, outbound_id: int) -> OutboundMessage:
+    """Send one pending outgoing message at most once. Transient SMTP errors leave it pending with
+    a backoff time (bounded attempts); permanent ones (5xx, bad login, undecryptable secret) fail
+    it with the reason; an unknown outcome makes it `uncertain`. Never left `sending`."""
+    now = timezone.now()
+    claimed = (
+        OutboundMessage.objects.filter(pk=outbound_id, status=OutboundStatus.PENDING)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(status=OutboundStatus.SENDING, claimed_at=now, attempts=F("attempts") + 1)
+    )
+    outbound = OutboundMessage.objects.select_related("email").get(pk=outbound_id)
+    if not claimed:
+        return outbound
+    email = outbound.email
+    try:
+        # Loaded here, not joined above: a mailbox whose secret can't be decrypted fails only its
+        # own sends, recorded on this row.
+        mailbox = Mailbox.objects.get(pk=email.mailbox_id)
+        smtp = mailbox.smtp_settings()
+    except SecretDecryptionError as exc:
+        return _finish(outbound, OutboundStatus.FAILED, f"SMTP password of the mailbox unusable: {exc}")
+    if not mailbox.smtp_host:
+        return _finish(outbound, OutboundStatus.FAILED, "the mailbox has no SMTP server configured")
+    try:
+        with email.raw.open("rb") as stored:
+            message = stored.read()
+    except OSError as exc:
+        return _finish(outbound, OutboundStatus.FAILED, f"the stored message can't be read: {exc}")
+    try:
+        refused = smtp_send_raw(
+            smtp, sender=mailbox.email, recipients=list(outbound.envelope_recipients), message=message
+        )
+    except SmtpError as exc:
+        if exc.ambiguous:
+            return _finish(
+                outbound,
+                OutboundStatus.UNCERTAIN,
+                f"{exc}; not sent again automatically: check with the recipient before sending again",
+            )
+        if exc.permanent or outbound.attempts >= MAX_SEND_ATTEMPTS:
+            return _finish(outbound, OutboundStatus.FAILED, str(exc))
+        return _finish(
+            outbound,
+            OutboundStatus.PENDING,
+            str(exc),
+            next_attempt_at=timezone.now() + send_retry_delay(outbound.attempts),
+        )
+    except Exception as exc:
+        # Not a translated SMTP error: where it happened is unknown, so the message may be out.
+        logger.exception("outbound %s: unexpected error while sending", outbound.pk)
+        return _finish(
+            outbound,
+            OutboundStatus.UNCERTAIN,
+            f"unexpected {type(exc).__name__} while sending; not sent again automatically",
+        )
+    outbound.status, outbound.sent_at = OutboundStatus.SENT, timezone.now()
+    # Delivered to the accepted recipients; the refused ones are said, never retried (a retry
+    # would give the others a second copy).
+    outbound.reason = (
+        "refused by the server: "
+        + "; ".join(f"{rcpt} ({code} {text})" for rcpt, (code, text) in refused.items())
+        if refused
+        else ""
+    )
+    outbound.save(update_fields=["status", "sent_at", "reason"])
+    return outbound
+
+
+def _finish(
+    outbound: OutboundMessage, status: OutboundStatus, reason: str, *, next_attempt_at: datetime | None = None
+) -> OutboundMessage:
+    outbound.status, outbound.reason, outbound.next_attempt_at = status, reason, next_attempt_at
+    outbound.save(update_fields=["status", "reason", "next_attempt_at"])
+    logger.warning("outbound %s not sent (%s): %s", outbound.pk, status, reason)
+    return outbound
+
+
+# Rows a person may send again: they did not go out, or nobody knows whether they did.
+SENDABLE_AGAIN = (OutboundStatus.FAILED, OutboundStatus.UNCERTAIN)
+
+
+def outbound_send_again(*, outbound_id: int, requested_by: str) -> bool:
+    """Put a failed or uncertain message back to pending (a person asked). A conditional UPDATE:
+    a double click or two people move it once. Returns whether it moved; the caller dispatches
+    the send."""
+    moved = OutboundMessage.objects.filter(pk=outbound_id, status__in=SENDABLE_AGAIN).update(
+        status=OutboundStatus.PENDING,
+        next_attempt_at=None,
+        attempts=0,
+        reason=Concat(Value(f"sent again by {requested_by}; before: "), F("reason")),
+    )
+    return bool(moved)
+
+
+def outbounds_mark_stale_sending(*, mailbox_id: int) -> int:
+    """Rows left 'sending' longer than `stale_sending_after()` belong to a worker that died
+    mid-send: they become 'uncertain', never resent automatically. Returns how many."""
+    return OutboundMessage.objects.filter(
+        email__mailbox_id=mailbox_id,
+        status=OutboundStatus.SENDING,
+        claimed_at__lt=timezone.now() - stale_sending_after(),
+    ).update(
+        status=OutboundStatus.UNCERTAIN,
+        reason="interrupted while sending (outcome unknown); not sent again automatically so that "
+        "no second copy can go out",
+    )
+
+
+def outbounds_due(*, mailbox_id: int, created_before: datetime | None) -> list[int]:
+    """Pending sends of the mailbox whose backoff is over and that lost their task (created
+    before `created_before`; None: all of them)."""
+    due = OutboundMessage.objects.filter(email__mailbox_id=mailbox_id, status=OutboundStatus.PENDING).filter(
+        Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=timezone.now())
+    )
+    if created_before is not None:
+        due = due.filter(Q(created_at__lt=created_before) | Q(next_attempt_at__isnull=False))
+    return list(due.order_by("pk").values_list("pk", flat=True)[:200])
