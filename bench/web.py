@@ -1,6 +1,7 @@
 """Web benchmark: My Emails' grid at 100,000 emails, against the same page at 1,000, one run.
 
-    python bench/web.py [--emails 100000] [--database-url postgres://...]   (or: make bench-web)
+    python bench/web.py [--emails 100000] [--database-url postgres://... | --postgres]
+    make bench-web (SQLite) | make bench-web-postgres (a throwaway PostgreSQL cluster)
 
 Seeds 100,000 emails in one mailbox plus 10 more mailboxes (one of 1,000 emails, the baseline,
 and nine of 100), then prints:
@@ -9,7 +10,7 @@ and nine of 100), then prints:
 - the median time of whole requests (middleware, session, selectors, template) through Django's
   test client: the first page of the 1,000-email mailbox (the baseline), then the first page,
   page 4,000 (the oldest 25 of 100,000) and searches of the 100,000-email mailbox, each also as a
-  ratio to the baseline. Target: flat, page 4,000 and the search within 2x of the baseline.
+  ratio to the baseline. Target: flat, page 4,000 and every search within 2x of the baseline.
 Exits 1 when a target is missed.
 """
 
@@ -145,7 +146,21 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--emails", type=int, default=100_000)
     parser.add_argument("--database-url", help="default: a fresh SQLite file under var/")
+    parser.add_argument(
+        "--postgres", action="store_true", help="start a throwaway PostgreSQL cluster (initdb) and use it"
+    )
     args = parser.parse_args()
+    if args.postgres:
+        from tests.servers import PostgresServer
+
+        with PostgresServer() as server:
+            args.database_url = server.url
+            run(args)
+    else:
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
     deep_page = args.emails // PAGE_SIZE  # the last page: 4,000 at 100,000 emails
 
     # The SQLite file lives where the product keeps it (var/), not in /tmp: see bench/ingest.py.
@@ -249,14 +264,14 @@ def main() -> None:
             (
                 f"big: search '{COMMON_WORD}' (~{common_matches:,} match)",
                 median_ms(client, url, {**page, "q": COMMON_WORD}, check=full_page),
-                None,
+                2.0,
             ),
             (
                 f"big: search '{RARE_NAME} {COMMON_WORD}'",
                 median_ms(client, url, {**page, "q": f"{RARE_NAME} {COMMON_WORD}"}, check=full_page),
-                None,
+                2.0,
             ),
-            ("big: search a word found nowhere", median_ms(client, url, {**page, "q": "qwxzv"}), None),
+            ("big: search a word found nowhere", median_ms(client, url, {**page, "q": "qwxzv"}), 2.0),
         ]
         choose(None)
         all_deep = {
