@@ -13,6 +13,7 @@ a duplicate one.
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
@@ -125,20 +126,41 @@ def _hourly_cap_reached(mailbox: Mailbox) -> bool:
     return recent[:cap].count() >= cap
 
 
-def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[int]:
-    """Decide the auto-replies of one processed email; return the ids of those to send.
+@dataclass(frozen=True)
+class AutoReplyPlanning:
+    """What deciding needs besides the email: a mailbox's active rules (with their templates and
+    conditions) and every mailbox's own address. Loaded once for a batch of emails of one mailbox,
+    inside the transaction that decides them."""
 
-    Runs inside the processing transaction, which holds the mailbox row: the rate limit check and
-    the new row can't race with another email of the same sender.
-    """
-    if email.is_history:
-        return []
-    rules = list(
-        AutoResponseRule.objects.filter(mailbox_id=email.mailbox_id, is_active=True)
+    rules: tuple[AutoResponseRule, ...]
+    own_addresses: frozenset[str]
+
+
+def auto_reply_planning_load(*, mailbox_id: int) -> AutoReplyPlanning:
+    rules = tuple(
+        AutoResponseRule.objects.filter(mailbox_id=mailbox_id, is_active=True)
         .select_related("template")
         .prefetch_related("conditions")
         .order_by("order", "pk")
     )
+    # Without a rule nothing is decided: the addresses are not needed.
+    return AutoReplyPlanning(rules=rules, own_addresses=_own_addresses() if rules else frozenset())
+
+
+def auto_replies_plan_for_email(
+    *, email: Email, joined_existing: bool, planning: AutoReplyPlanning | None = None
+) -> list[int]:
+    """Decide the auto-replies of one processed email; return the ids of those to send.
+
+    Runs inside the processing transaction, which holds the mailbox row: the rate limit check and
+    the new row can't race with another email of the same sender. `planning`: the mailbox's
+    rules and the own addresses, loaded once for a batch (loaded here when not given).
+    """
+    if email.is_history:
+        return []
+    if planning is None:
+        planning = auto_reply_planning_load(mailbox_id=email.mailbox_id)
+    rules = planning.rules
     if not rules:
         return []
     facts = email_facts(email)
@@ -151,7 +173,7 @@ def auto_replies_plan_for_email(*, email: Email, joined_existing: bool) -> list[
         LoopCheckInput(
             headers=list(facts.headers),
             sender_address=email.from_address,
-            own_addresses=_own_addresses(),
+            own_addresses=planning.own_addresses,
             answered=recipient,
         )
     )

@@ -20,13 +20,24 @@ from autoresponse.services import auto_replies_mark_stale_sending, auto_reply_se
 from mailboxes.models import OutboundStatus
 from mailboxes.services import PollResult, mailbox_poll
 from mailboxes.services.sending import outbound_send, outbounds_due, outbounds_mark_stale_sending
-from processing.services import ProcessingResult, email_process, emails_needing_processing
+from processing.services import (
+    ProcessingOutcome,
+    ProcessingResult,
+    email_process,
+    emails_needing_processing,
+    emails_process_batch,
+)
+
+# Emails processed in one transaction (one task on the queue).
+PROCESSING_BATCH_SIZE = 100
 
 
 class Dispatch(Protocol):
     """How the steps after the poll run: here and now, or as queued tasks."""
 
     def process(self, email_id: int) -> None: ...
+
+    def process_batch(self, mailbox_id: int, email_ids: list[int]) -> None: ...
 
     def send(self, auto_reply_id: int) -> None: ...
 
@@ -47,8 +58,9 @@ def mailbox_poll_step(*, mailbox_id: int, dispatch: Dispatch) -> PollResult:
     stale_before = dispatch.stale_before()
     email_ids = set(result.new_email_ids)
     email_ids.update(emails_needing_processing(mailbox_id=mailbox_id, stored_before=stale_before))
-    for email_id in sorted(email_ids):
-        dispatch.process(email_id)
+    ordered = sorted(email_ids)
+    for start in range(0, len(ordered), PROCESSING_BATCH_SIZE):
+        dispatch.process_batch(mailbox_id, ordered[start : start + PROCESSING_BATCH_SIZE])
     # Before reading what is due: an interrupted send becomes 'uncertain', never due again.
     auto_replies_mark_stale_sending(mailbox_id=mailbox_id)
     for auto_reply_id in auto_replies_due(mailbox_id=mailbox_id, created_before=stale_before):
@@ -66,6 +78,18 @@ def email_process_step(*, email_id: int, dispatch: Dispatch) -> ProcessingResult
     for auto_reply_id in outcome.auto_reply_ids:
         dispatch.send(auto_reply_id)
     return outcome.result
+
+
+def emails_process_batch_step(
+    *, mailbox_id: int, email_ids: list[int], dispatch: Dispatch
+) -> list[ProcessingOutcome]:
+    """Process a batch of one mailbox's emails in one transaction; the auto-replies they decided
+    go on to sending once it has committed."""
+    outcomes = emails_process_batch(mailbox_id=mailbox_id, email_ids=email_ids)
+    for outcome in outcomes:
+        for auto_reply_id in outcome.auto_reply_ids:
+            dispatch.send(auto_reply_id)
+    return outcomes
 
 
 def auto_reply_send_step(*, auto_reply_id: int) -> AutoReplyStatus:
@@ -87,6 +111,11 @@ class InlineDispatch:
         result = email_process_step(email_id=email_id, dispatch=self)
         self.counts.processed += 1
         self.counts.failed += result == ProcessingResult.FAILED
+
+    def process_batch(self, mailbox_id: int, email_ids: list[int]) -> None:
+        outcomes = emails_process_batch_step(mailbox_id=mailbox_id, email_ids=email_ids, dispatch=self)
+        self.counts.processed += len(outcomes)
+        self.counts.failed += sum(outcome.result == ProcessingResult.FAILED for outcome in outcomes)
 
     def send(self, auto_reply_id: int) -> None:
         if auto_reply_send_step(auto_reply_id=auto_reply_id) == AutoReplyStatus.SENT:

@@ -16,7 +16,7 @@ from autoresponse.models import AutoReply, AutoReplyStatus
 from autoresponse.services import MAX_SEND_ATTEMPTS, auto_reply_send
 from mailboxes.services import mailboxes_claim_due_polls
 
-from .pipeline import email_process_step, mailbox_poll_step, outbound_send_step
+from .pipeline import email_process_step, emails_process_batch_step, mailbox_poll_step, outbound_send_step
 
 
 class QueuedDispatch:
@@ -26,6 +26,9 @@ class QueuedDispatch:
 
     def process(self, email_id: int) -> None:
         process_email.delay(email_id)
+
+    def process_batch(self, mailbox_id: int, email_ids: list[int]) -> None:
+        process_emails.delay(mailbox_id, email_ids)
 
     def send(self, auto_reply_id: int) -> None:
         send_auto_reply.delay(auto_reply_id)
@@ -58,6 +61,12 @@ def process_email(email_id: int) -> None:
     # Failures are recorded on the email and retried by the next poll (bounded attempts), so the
     # task itself never retries: a poison email can't loop in the queue.
     email_process_step(email_id=email_id, dispatch=QueuedDispatch())
+
+
+@shared_task(name="processing.process_emails", ignore_result=True)
+def process_emails(mailbox_id: int, email_ids: list[int]) -> None:
+    # One transaction for the batch; failures are recorded per email, as for process_email.
+    emails_process_batch_step(mailbox_id=mailbox_id, email_ids=email_ids, dispatch=QueuedDispatch())
 
 
 @shared_task(

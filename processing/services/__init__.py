@@ -8,6 +8,7 @@ from .actions import (
     email_convert_to_lead,
     email_process,
     emails_needing_processing,
+    emails_process_batch,
 )
 
 __all__ = [
@@ -18,4 +19,5 @@ __all__ = [
     "email_convert_to_lead",
     "email_process",
     "emails_needing_processing",
+    "emails_process_batch",
 ]

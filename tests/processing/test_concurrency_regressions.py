@@ -80,7 +80,9 @@ def test_emails_stored_before_a_lost_lease_are_still_handed_to_processing(
     for n in range(3):
         imap_account.append(message(n))
     enqueued: list[int] = []
-    monkeypatch.setattr(mailhub.tasks.process_email, "delay", enqueued.append)
+    monkeypatch.setattr(
+        mailhub.tasks.process_emails, "delay", lambda mailbox_id, email_ids: enqueued.extend(email_ids)
+    )
     monkeypatch.setattr(mailhub.tasks.send_auto_reply, "delay", lambda pk: None)
     real_store = polling.email_store_fetched
 

@@ -87,7 +87,7 @@ def test_crash_between_store_and_process_is_recovered_by_the_next_poll(
     def killed(**kwargs):
         raise SystemExit("worker killed after storing")
 
-    monkeypatch.setattr("mailhub.pipeline.email_process", killed)
+    monkeypatch.setattr("mailhub.pipeline.emails_process_batch", killed)
     with pytest.raises(SystemExit):
         call_command("poll_mailboxes", "--mailbox", str(case_mailbox.pk))
     assert Email.objects.count() == 3
