@@ -225,9 +225,8 @@ def _login_oauth2(client: smtplib.SMTP, smtp: SmtpSettings, mechanisms: list[str
         code, reply = client.docmd(base64.b64encode(answer).decode("ascii"))
     # 235: authenticated; 503: already authenticated (as smtplib's own login accepts).
     if code not in (235, 503):
-        if status:
-            reply = _text(reply) + f" (OAuth2 status {status!r})"
-        raise smtplib.SMTPAuthenticationError(code, reply)
+        text = _text(reply) + (f" (OAuth2 status {status!r})" if status else "")
+        raise smtplib.SMTPAuthenticationError(code, text)
 
 
 @contextmanager
