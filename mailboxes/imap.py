@@ -22,6 +22,7 @@ import imapclient
 from django.views.decorators.debug import sensitive_variables
 from imapclient.exceptions import IMAPClientAbortError, IMAPClientError, LoginError, ProtocolError
 
+from . import sasl
 from .tls import NOT_TLS_REASONS, CaFileError, Security, certificate_problem, speaks_tls, verifying_context
 
 
@@ -35,12 +36,23 @@ class ImapSettings:
     folder: str = "INBOX"
     timeout: float = 30.0
     ca_file: str = ""  # PEM CA bundle trusted in addition to the system CAs (MAILHUB_TLS_CA_FILE)
+    # An OAuth2 access token: when set, the login is AUTHENTICATE OAUTHBEARER / XOAUTH2 with it
+    # instead of the password (which must then be empty). Only the token: getting and refreshing
+    # it is the caller's business. Never in a repr, a log line or a traceback, like the password.
+    oauth2_token: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.oauth2_token and self.password:
+            raise ValueError("ImapSettings takes a password or an OAuth2 token, not both")
 
 
 class ImapError(Exception):
-    def __init__(self, message: str, *, permanent: bool) -> None:
+    def __init__(self, message: str, *, permanent: bool, auth_failed: bool = False) -> None:
         super().__init__(message)
         self.permanent = permanent
+        #: The server refused the credentials (password or OAuth2 token). With a token, the
+        #: caller may retry once with a freshly refreshed one before asking for a reconnection.
+        self.auth_failed = auth_failed
 
 
 @dataclass(frozen=True)
@@ -60,7 +72,19 @@ def _ssl_context(imap: ImapSettings) -> ssl.SSLContext:
 def _translate(exc: BaseException, imap: ImapSettings) -> ImapError:
     where = f"{imap.host}:{imap.port}"
     if isinstance(exc, LoginError):
-        return ImapError(f"IMAP login failed for {imap.username!r} on {where}: {exc}", permanent=True)
+        method = " with an OAuth2 token" if imap.oauth2_token else ""
+        if "[UNAVAILABLE]" in str(exc).upper():
+            # RFC 5530 §3: the server could not check the credentials right now (its identity
+            # provider or user database is down): try again later, the credentials may be fine.
+            return ImapError(
+                f"IMAP server {where} could not check the login{method} of {imap.username!r} for now: {exc}",
+                permanent=False,
+            )
+        return ImapError(
+            f"IMAP login{method} failed for {imap.username!r} on {where}: {exc}",
+            permanent=True,
+            auth_failed=True,
+        )
     if isinstance(exc, socket.gaierror):
         return ImapError(f"IMAP host {imap.host!r} not found (DNS): {exc}", permanent=False)
     if isinstance(exc, ssl.SSLCertVerificationError):
@@ -158,6 +182,9 @@ def _login(client: imapclient.IMAPClient, imap: ImapSettings) -> None:
     AUTHENTICATE (RFC 3501 §6.2.2; AUTH=PLAIN capability). After STARTTLS imapclient asks for the
     capabilities again, as RFC 3501 §6.2.1 requires.
     """
+    if imap.oauth2_token:
+        _login_oauth2(client, imap)
+        return
     if client.has_capability("AUTH=PLAIN"):
         credentials = f"\0{imap.username}\0{imap.password}"
         client.sasl_login("PLAIN", lambda _challenge: credentials)
@@ -170,6 +197,58 @@ def _login(client: imapclient.IMAPClient, imap: ImapSettings) -> None:
             permanent=True,
         )
     client.login(imap.username, imap.password)
+
+
+@sensitive_variables()
+def _login_oauth2(client: imapclient.IMAPClient, imap: ImapSettings) -> None:
+    """AUTHENTICATE OAUTHBEARER (RFC 7628) when offered, else XOAUTH2 (Microsoft 365 offers only
+    this one; Gmail both).
+
+    Not imapclient's oauth2_login / oauthbearer_login: their callback answers every challenge
+    with the credential, so on a refused token they send it a second time in reply to the error
+    challenge, where RFC 7628 §3.2.3 wants %x01 and XOAUTH2 an empty response (see sasl.py).
+    """
+    where = f"{imap.host}:{imap.port}"
+    problem = sasl.bearer_token_problem(imap.oauth2_token) or sasl.username_problem(imap.username)
+    if problem:
+        raise ImapError(f"IMAP login to {where} not attempted: {problem} (nothing was sent)", permanent=True)
+    mechanism: sasl.Mechanism
+    if client.has_capability("AUTH=OAUTHBEARER"):
+        mechanism = "OAUTHBEARER"
+    elif client.has_capability("AUTH=XOAUTH2"):
+        mechanism = "XOAUTH2"
+    else:
+        raise ImapError(
+            f"IMAP server {where} offers neither AUTHENTICATE OAUTHBEARER nor XOAUTH2, which an "
+            "OAuth2 login needs (the token was not sent)",
+            permanent=True,
+        )
+    exchange = _BearerExchange(mechanism, sasl.initial_response(mechanism, imap.username, imap.oauth2_token))
+    try:
+        client.sasl_login(mechanism, exchange)
+    except LoginError as exc:
+        status = f" (OAuth2 status {exchange.status!r})" if exchange.status else ""
+        raise LoginError(f"{mechanism}: {exc}{status}") from exc
+
+
+class _BearerExchange:
+    """The client side of one OAUTHBEARER / XOAUTH2 exchange: the credential once, then the
+    error-challenge answer (remembering the challenge's status for the error message)."""
+
+    def __init__(self, mechanism: sasl.Mechanism, credential: bytes) -> None:
+        self._mechanism = mechanism
+        self._credential: bytes | None = credential
+        self.status = ""
+
+    def __repr__(self) -> str:
+        return f"<_BearerExchange {self._mechanism}>"
+
+    def __call__(self, challenge: bytes) -> bytes:
+        if self._credential is not None:
+            credential, self._credential = self._credential, None
+            return credential
+        self.status = sasl.error_status(challenge)
+        return sasl.ERROR_CHALLENGE_ANSWER[self._mechanism]
 
 
 def _tls_port(imap: ImapSettings) -> bool:

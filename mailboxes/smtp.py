@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 
 from django.views.decorators.debug import sensitive_variables
 
+from . import sasl
 from .tls import NOT_TLS_REASONS, CaFileError, Security, certificate_problem, speaks_tls, verifying_context
 
 
@@ -41,17 +42,36 @@ class SmtpSettings:
     timeout: float = 30.0
     ca_file: str = ""  # PEM CA bundle trusted in addition to the system CAs (MAILHUB_TLS_CA_FILE)
     data_timeout: float = 600.0  # wait for the reply to the final "." (RFC 5321 §4.5.3.2.6)
+    # An OAuth2 access token for `username`: when set, the login is AUTH OAUTHBEARER / XOAUTH2
+    # with it instead of the password (which must then be empty). Never in a repr, a log line or
+    # a traceback, like the password.
+    oauth2_token: str = field(default="", repr=False)
+
+    def __post_init__(self) -> None:
+        if self.oauth2_token and self.password:
+            raise ValueError("SmtpSettings takes a password or an OAuth2 token, not both")
+        if self.oauth2_token and not self.username:
+            raise ValueError("an OAuth2 login needs the username the token was issued for")
 
 
 class SmtpError(Exception):
     def __init__(
-        self, message: str, *, permanent: bool, code: int | None = None, ambiguous: bool = False
+        self,
+        message: str,
+        *,
+        permanent: bool,
+        code: int | None = None,
+        ambiguous: bool = False,
+        auth_failed: bool = False,
     ) -> None:
         super().__init__(message)
         self.permanent = permanent
         self.code = code
         #: The message may have been accepted: never retry automatically (see the module docstring).
         self.ambiguous = ambiguous
+        #: The server refused the credentials (535, RFC 4954 §6). With an OAuth2 token, the caller
+        #: may retry once with a freshly refreshed one before asking for a reconnection.
+        self.auth_failed = auth_failed
 
 
 def _ssl_context(smtp: SmtpSettings) -> ssl.SSLContext:
@@ -64,10 +84,25 @@ def _ssl_context(smtp: SmtpSettings) -> ssl.SSLContext:
 def _translate(exc: BaseException, smtp: SmtpSettings) -> SmtpError:
     where = f"{smtp.host}:{smtp.port}"
     if isinstance(exc, smtplib.SMTPAuthenticationError):
+        method = " with an OAuth2 token" if smtp.oauth2_token else ""
+        if 400 <= exc.smtp_code < 500:
+            # RFC 4954 §6: 454 4.7.0 "Temporary authentication failure" (the server could not
+            # check the credentials now): transient, the credentials may be fine.
+            return SmtpError(
+                f"SMTP server {where} could not check the login{method} of {smtp.username!r} for now: "
+                f"{exc.smtp_code} {_text(exc.smtp_error)}",
+                permanent=False,
+                code=exc.smtp_code,
+            )
         return SmtpError(
-            f"SMTP login failed for {smtp.username!r} on {where}: {exc.smtp_code} {_text(exc.smtp_error)}",
+            f"SMTP login{method} failed for {smtp.username!r} on {where}: {exc.smtp_code} "
+            f"{_text(exc.smtp_error)}",
             permanent=True,
             code=exc.smtp_code,
+            # 535 5.7.8 "Authentication credentials invalid" (RFC 4954 §6; Microsoft 365 and
+            # Gmail answer 535 for a bad or expired token). 534 (mechanism too weak) or 538
+            # (encryption required) are configuration problems a fresh token would not solve.
+            auth_failed=exc.smtp_code == 535,
         )
     if isinstance(exc, smtplib.SMTPRecipientsRefused):
         codes = [code for code, _msg in exc.recipients.values()]
@@ -138,6 +173,9 @@ def _login(client: smtplib.SMTP, smtp: SmtpSettings) -> None:
     initial response of AUTH (RFC 4954 §4), which every server offering PLAIN accepts.
     """
     mechanisms = client.esmtp_features.get("auth", "").upper().split()
+    if smtp.oauth2_token:
+        _login_oauth2(client, smtp, mechanisms)
+        return
     if "PLAIN" in mechanisms:
         message = b"\0" + smtp.username.encode() + b"\0" + smtp.password.encode()
         code, reply = client.docmd("AUTH", "PLAIN " + base64.b64encode(message).decode("ascii"))
@@ -152,6 +190,43 @@ def _login(client: smtplib.SMTP, smtp: SmtpSettings) -> None:
             permanent=True,
         )
     client.login(smtp.username, smtp.password)
+
+
+@sensitive_variables()
+def _login_oauth2(client: smtplib.SMTP, smtp: SmtpSettings, mechanisms: list[str]) -> None:
+    """AUTH OAUTHBEARER (RFC 7628) when offered, else AUTH XOAUTH2 (Microsoft 365 offers only
+    this one), the credential as the initial response (RFC 4954 §4).
+
+    On a refused token the server answers 334 with an error challenge (base64 JSON) and waits for
+    one more response before its final 5xx: the empty line for XOAUTH2, %x01 for OAUTHBEARER
+    (RFC 7628 §3.2.3), never the credential again (see sasl.py).
+    """
+    where = f"{smtp.host}:{smtp.port}"
+    problem = sasl.bearer_token_problem(smtp.oauth2_token) or sasl.username_problem(smtp.username)
+    if problem:
+        raise SmtpError(f"SMTP login to {where} not attempted: {problem} (nothing was sent)", permanent=True)
+    mechanism: sasl.Mechanism
+    if "OAUTHBEARER" in mechanisms:
+        mechanism = "OAUTHBEARER"
+    elif "XOAUTH2" in mechanisms:
+        mechanism = "XOAUTH2"
+    else:
+        raise SmtpError(
+            f"SMTP server {where} offers neither AUTH OAUTHBEARER nor XOAUTH2, which an OAuth2 "
+            "login needs (the token was not sent)",
+            permanent=True,
+        )
+    credential = sasl.initial_response(mechanism, smtp.username, smtp.oauth2_token)
+    code, reply = client.docmd("AUTH", f"{mechanism} {base64.b64encode(credential).decode('ascii')}")
+    status = ""
+    if code == 334:
+        status = sasl.error_status(reply)
+        answer = sasl.ERROR_CHALLENGE_ANSWER[mechanism]
+        code, reply = client.docmd(base64.b64encode(answer).decode("ascii"))
+    # 235: authenticated; 503: already authenticated (as smtplib's own login accepts).
+    if code not in (235, 503):
+        text = _text(reply) + (f" (OAuth2 status {status!r})" if status else "")
+        raise smtplib.SMTPAuthenticationError(code, text)
 
 
 @contextmanager

@@ -10,6 +10,8 @@ if __package__:  # someone made tests/ a package: this module is tests.conftest
         CuttingTcpProxy,
         DovecotServer,
         ImapAccount,
+        LocalOAuthServer,
+        OAuthKeys,
         PostgresServer,
         RecordingSmtpServer,
         RedisServer,
@@ -22,6 +24,8 @@ else:  # pytest put tests/ on sys.path (rootdir conftest, no tests/__init__.py)
         CuttingTcpProxy,
         DovecotServer,
         ImapAccount,
+        LocalOAuthServer,
+        OAuthKeys,
         PostgresServer,
         RecordingSmtpServer,
         RedisServer,
@@ -39,6 +43,9 @@ SERVER_FIXTURES = frozenset(
     {
         "dovecot_server",
         "dovecot_tls_server",
+        "dovecot_oauth_server",
+        "oauth_server",
+        "smtp_oauth_server",
         "imap_account",
         "imap_proxy",
         "smtp_server",
@@ -102,6 +109,35 @@ def tls_files() -> TlsFiles:
 def dovecot_tls_server(tls_files: TlsFiles) -> Iterator[DovecotServer]:
     """A second Dovecot with TLS: STARTTLS on `.port`, implicit TLS (imaps) on `.tls_port`."""
     with DovecotServer(tls=tls_files) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def oauth_keys() -> OAuthKeys:
+    """The signing key shared by `oauth_server` and the OAuth2 Dovecot and SMTP servers."""
+    return OAuthKeys.generate()
+
+
+@pytest.fixture(scope="session")
+def dovecot_oauth_server(oauth_keys: OAuthKeys) -> Iterator[DovecotServer]:
+    """A Dovecot that also offers AUTH=XOAUTH2 and AUTH=OAUTHBEARER, validating JWTs signed with
+    `oauth_keys` locally (username = the token's `email` claim); passwords work as usual."""
+    with DovecotServer(oauth=oauth_keys) as server:
+        yield server
+
+
+@pytest.fixture
+def oauth_server(oauth_keys: OAuthKeys) -> Iterator[LocalOAuthServer]:
+    """A fresh local identity provider (no grants, zero counts) approving `user@mailhub.test`."""
+    with LocalOAuthServer(oauth_keys) as server:
+        yield server
+
+
+@pytest.fixture
+def smtp_oauth_server(oauth_keys: OAuthKeys) -> Iterator[RecordingSmtpServer]:
+    """Requires AUTH before MAIL FROM: XOAUTH2 / OAUTHBEARER with a token of `oauth_keys` for
+    `user@mailhub.test`, or PLAIN / LOGIN as `user@mailhub.test` / PASSWORD."""
+    with RecordingSmtpServer(username="user@mailhub.test", password=PASSWORD, oauth=oauth_keys) as server:
         yield server
 
 

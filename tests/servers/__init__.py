@@ -1,5 +1,5 @@
-"""Real servers for integration tests: Dovecot, aiosmtpd, Redis, PostgreSQL and a cutting TCP proxy,
-plus throw-away TLS certificates for them.
+"""Real servers for integration tests: Dovecot, aiosmtpd, Redis, PostgreSQL, a cutting TCP proxy and
+a local OAuth2 identity provider, plus throw-away TLS certificates and OAuth2 signing keys for them.
 
 Each is a plain class with start()/stop() and context-manager support; tests/conftest.py wraps
 them in lazily started session fixtures.
@@ -7,6 +7,7 @@ them in lazily started session fixtures.
 
 from .common import ServerStartError, free_port, require_binary, wait_for_port, world_readable_tempdir
 from .dovecot import PASSWORD, DovecotServer, ImapAccount
+from .oauth import LocalOAuthServer, OAuthKeys
 from .postgres import PostgresServer
 from .proxy import CuttingTcpProxy
 from .redis import RedisServer
@@ -18,6 +19,8 @@ __all__ = [
     "CuttingTcpProxy",
     "DovecotServer",
     "ImapAccount",
+    "LocalOAuthServer",
+    "OAuthKeys",
     "PostgresServer",
     "ReceivedMessage",
     "RecordingSmtpServer",

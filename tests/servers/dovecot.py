@@ -36,6 +36,7 @@ from .common import (
     wait_for_port,
     world_readable_tempdir,
 )
+from .oauth import OAuthKeys
 from .tls import TlsFiles
 
 DOVECOT = "/usr/sbin/dovecot"
@@ -85,9 +86,9 @@ namespace inbox {{
   }}
 }}
 
-passdb {{
+{oauth2_passdb}passdb {{
   driver = static
-  args = password={password}
+{static_mechanisms}  args = password={password}
 }}
 userdb {{
   driver = static
@@ -122,6 +123,28 @@ service anvil {{
 """
 
 
+# RFC 7628 OAUTHBEARER and Google's XOAUTH2 against an oauth2 passdb that validates the JWT itself
+# (no HTTP introspection): the password passdb then only serves PLAIN and LOGIN.
+_OAUTH2_PASSDB = """\
+passdb {{
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = {base}/dovecot-oauth2.conf.ext
+}}
+"""
+_STATIC_MECHANISMS = "  mechanisms = plain login\n"
+# Dovecot 2.3's oauth2 passdb settings (doc.dovecot.org/2.3/configuration_manual/authentication/
+# oauth2): the key of <azp>/<alg>/<kid> comes from the fs dict (see oauth.OAuthKeys), the login
+# name must equal the token's `username_attribute` claim, `iss` must be one of `issuers` and
+# `client_id` must be in `aud`. `sub` and `exp` are always required.
+_OAUTH2_CONFIG = """\
+introspection_mode = local
+local_validation_key_dict = fs:posix:prefix={keys}/
+username_attribute = {username_claim}
+issuers = {issuer}
+client_id = {audience}
+"""
+
 _NO_TLS = "ssl = no"
 _NO_IMAPS = "    port = 0"
 # STARTTLS stays available on the plain port; plaintext logins too (disable_plaintext_auth).
@@ -152,9 +175,14 @@ class DovecotServer(ManagedServer):
         tls: TlsFiles | None = None,
         password: str = PASSWORD,
         auth_mechanisms: str = "plain login",
+        oauth: OAuthKeys | None = None,
     ) -> None:
         # `password` is every account's (a non-ASCII one needs AUTHENTICATE PLAIN: LOGIN is
-        # ASCII-only); `auth_mechanisms` is what AUTH=... the server advertises.
+        # ASCII-only); `auth_mechanisms` is what AUTH=... the server advertises. With `oauth`,
+        # XOAUTH2 and OAUTHBEARER are offered too, for tokens signed with those keys.
+        self.oauth = oauth
+        if oauth is not None:
+            auth_mechanisms += " xoauth2 oauthbearer"
         self.password = password
         self.auth_mechanisms = auth_mechanisms
         self.host = host
@@ -251,6 +279,20 @@ class DovecotServer(ManagedServer):
             tls_summary = "STARTTLS on the plain port, implicit TLS on the imaps one"
             ssl_settings = _TLS.format(cert=self.tls.cert_file, key=self.tls.key_file)
             imaps_listener = _IMAPS.format(host=self.host, port=self.tls_port)
+        oauth2_passdb = static_mechanisms = ""
+        if self.oauth is not None:
+            keys = self.base_dir / "oauth2-keys"
+            self.oauth.write_key_dict(keys)
+            (self.base_dir / "dovecot-oauth2.conf.ext").write_text(
+                _OAUTH2_CONFIG.format(
+                    keys=keys,
+                    username_claim=self.oauth.username_claim,
+                    issuer=self.oauth.issuer,
+                    audience=self.oauth.audience,
+                )
+            )
+            oauth2_passdb = _OAUTH2_PASSDB.format(base=self.base_dir)
+            static_mechanisms = _STATIC_MECHANISMS
         config = self.base_dir / "dovecot.conf"
         config.write_text(
             _CONFIG.format(
@@ -269,6 +311,8 @@ class DovecotServer(ManagedServer):
                 separator=self.separator,
                 password=self.password,
                 auth_mechanisms=self.auth_mechanisms,
+                oauth2_passdb=oauth2_passdb,
+                static_mechanisms=static_mechanisms,
             )
         )
         return config

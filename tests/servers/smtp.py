@@ -5,6 +5,10 @@ STARTTLS or speak implicit TLS with the certificates of tls.py, answer temporary
 demand, and be stopped and restarted on the same port to simulate an SMTP outage.
 """
 
+import base64
+import binascii
+import collections
+import json
 import logging
 import threading
 import time
@@ -15,9 +19,10 @@ from email.parser import BytesParser
 from typing import Any, Literal
 
 from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, AuthResult, Envelope, LoginPassword, Session
+from aiosmtpd.smtp import MISSING, SMTP, AuthResult, Envelope, LoginPassword, Session
 
 from .common import LOCALHOST, ManagedServer, free_port, register_running, unregister_running
+from .oauth import OAuthKeys
 from .tls import TlsFiles
 
 # aiosmtpd logs every connection at INFO from its own thread, which can outlive a test's captured
@@ -36,6 +41,25 @@ class ReceivedMessage:
     # compares equal to ordinary Python strings.
     message: EmailMessage
     auth_login: str | None  # username of a successful AUTH, None without AUTH
+    auth_mechanism: str | None = None  # XOAUTH2 / OAUTHBEARER; None for a password or no AUTH
+
+
+@dataclass(frozen=True)
+class BearerLogin:
+    """The auth data of a successful XOAUTH2 / OAUTHBEARER login."""
+
+    login: bytes
+    mechanism: str
+
+
+@dataclass(frozen=True)
+class BearerFailure:
+    """One refused XOAUTH2 / OAUTHBEARER login: why, and what the client answered to the error
+    challenge (b"" for XOAUTH2 and b"\x01" for OAUTHBEARER, RFC 7628 §3.2.3; never the token)."""
+
+    mechanism: str
+    reason: str
+    answer: bytes | None
 
 
 class RecordingSmtpServer(ManagedServer):
@@ -59,6 +83,7 @@ class RecordingSmtpServer(ManagedServer):
         tls: TlsFiles | None = None,
         implicit_tls: bool = False,
         wrong_host: bool = False,
+        oauth: OAuthKeys | None = None,
     ) -> None:
         if (implicit_tls or wrong_host) and tls is None:
             raise ValueError("implicit_tls and wrong_host need tls files")
@@ -73,6 +98,10 @@ class RecordingSmtpServer(ManagedServer):
         self._messages: list[ReceivedMessage] = []
         self._arrived = threading.Condition()
         self._failure: tuple[int, FailureStage] | None = None
+        # With `oauth`, AUTH XOAUTH2 and OAUTHBEARER are offered too: a token signed with those
+        # keys, unexpired, of the right issuer and audience and for `username` logs in.
+        self.oauth = oauth
+        self.bearer_failures: list[BearerFailure] = []
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -88,6 +117,8 @@ class RecordingSmtpServer(ManagedServer):
         if not self.port:
             self.port = free_port(self.host)
         auth = self.username is not None
+        if self.oauth is not None and not auth:
+            raise ValueError("an OAuth2 SMTP server needs the username the tokens are for")
         tls_kwargs: dict[str, Any] = {}
         if self.tls is not None:
             context = self.tls.server_context(wrong_host=self.wrong_host)
@@ -96,8 +127,8 @@ class RecordingSmtpServer(ManagedServer):
                 tls_kwargs = {"ssl_context": context}
             else:
                 tls_kwargs = {"tls_context": context, "require_starttls": False}
-        controller = Controller(
-            _Handler(self),
+        controller = (_OAuthController if self.oauth is not None else Controller)(
+            (_OAuthHandler if self.oauth is not None else _Handler)(self),
             hostname=self.host,
             port=self.port,
             server_hostname="smtp.mailhub.test",
@@ -174,6 +205,23 @@ class RecordingSmtpServer(ManagedServer):
         return AuthResult(success=False, handled=False)
 
 
+class _OAuthSMTP(SMTP):
+    """RFC 4954 §4: an AUTH command line may be up to 12288 octets (an initial response carrying
+    a JWT is longer than SMTP's usual 512); aiosmtpd's defaults would answer 500."""
+
+    line_length_limit = 12288 + 2
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Per instance: aiosmtpd's class attribute is shared by every server.
+        self.command_size_limits = collections.defaultdict(lambda: SMTP.command_size_limit, AUTH=12288)
+
+
+class _OAuthController(Controller):
+    def factory(self) -> SMTP:
+        return _OAuthSMTP(self.handler, **self.SMTP_kwargs)
+
+
 class _Handler:
     def __init__(self, server: RecordingSmtpServer) -> None:
         self._server = server
@@ -208,7 +256,80 @@ class _Handler:
                 rcpt_tos=tuple(envelope.rcpt_tos),
                 raw=raw,
                 message=BytesParser(policy=policy.default).parsebytes(raw.replace(b"\r\n", b"\n")),  # type: ignore[arg-type]
-                auth_login=auth_data.login.decode() if isinstance(auth_data, LoginPassword) else None,
+                auth_login=auth_data.login.decode()
+                if isinstance(auth_data, LoginPassword | BearerLogin)
+                else None,
+                auth_mechanism=auth_data.mechanism if isinstance(auth_data, BearerLogin) else None,
             )
         )
         return "250 Message accepted for delivery"
+
+
+class _OAuthHandler(_Handler):
+    """AUTH XOAUTH2 and OAUTHBEARER (aiosmtpd finds handler methods named auth_<MECHANISM>)."""
+
+    async def auth_XOAUTH2(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "XOAUTH2")
+
+    async def auth_OAUTHBEARER(self, server: SMTP, args: list[str]) -> AuthResult:
+        return await self._bearer(server, args, "OAUTHBEARER")
+
+    async def _bearer(self, server: SMTP, args: list[str], mechanism: str) -> AuthResult:
+        recorder = self._server
+        assert recorder.oauth is not None
+        if len(args) == 1:  # no initial response: ask for it with an empty challenge
+            blob = await server.challenge_auth("")
+            if blob is MISSING:
+                return AuthResult(success=False, handled=True)
+        else:
+            try:
+                blob = base64.b64decode(args[1], validate=True)
+            except (binascii.Error, ValueError):
+                await server.push("501 5.5.2 Can't decode base64")
+                return AuthResult(success=False, handled=True)
+        login, token = _parse_bearer(mechanism, blob)
+        if login is None or token is None:
+            reason: str | None = "malformed SASL message"
+        elif login != recorder.username:
+            reason = "login of another user"
+        else:
+            reason = recorder.oauth.check(token, username=login)
+        if reason is None:
+            assert login is not None
+            return AuthResult(success=True, auth_data=BearerLogin(login.encode(), mechanism))
+        # The error challenge, then the client's one response, then the final reply (RFC 7628
+        # §3.2.2-§3.2.3; Google's XOAUTH2 documentation).
+        status = "invalid_token" if mechanism == "OAUTHBEARER" else "401"
+        challenge = json.dumps({"status": status, "schemes": "bearer", "scope": "mail"})
+        answer = await server.challenge_auth(challenge)
+        recorder.bearer_failures.append(
+            BearerFailure(mechanism, reason, None if answer is MISSING else bytes(answer))
+        )
+        if answer is MISSING:
+            return AuthResult(success=False, handled=True)
+        return AuthResult(success=False, handled=False)
+
+
+def _parse_bearer(mechanism: str, blob: bytes) -> tuple[str | None, str | None]:
+    """(login, token) of an XOAUTH2 or OAUTHBEARER initial response."""
+    try:
+        text = blob.decode()
+    except UnicodeDecodeError:
+        return None, None
+    if not text.endswith("\x01\x01"):
+        return None, None
+    login = token = None
+    fields = text[:-2].split("\x01")
+    if mechanism == "OAUTHBEARER":
+        gs2, fields = fields[0], fields[1:]
+        # RFC 5801 §4: "n,a=<authzid>," with "=2C" for "," and "=3D" for "=".
+        for part in gs2.split(","):
+            if part.startswith("a="):
+                login = part[2:].replace("=2C", ",").replace("=3D", "=")
+    for field in fields:
+        key, _, value = field.partition("=")
+        if key == "user" and mechanism == "XOAUTH2":
+            login = value
+        elif key == "auth" and value.startswith("Bearer "):
+            token = value[len("Bearer ") :]
+    return login, token
