@@ -19,6 +19,7 @@ from datetime import datetime
 from email.headerregistry import Address
 from email.message import EmailMessage
 from email.policy import SMTP as SMTP_POLICY
+from email.policy import default as DEFAULT_POLICY
 from email.utils import format_datetime
 from enum import StrEnum
 
@@ -28,6 +29,8 @@ from mailboxes import limits
 from mailboxes.mime.fields import addr_spec_valid, msg_ids, parse_addresses
 from mailboxes.mime.filenames import sanitize_filename
 from mailboxes.mime.sanitize import normalize_content_id, sanitize_email_html
+
+_HEADER_FACTORY = DEFAULT_POLICY.header_factory
 
 Pair = tuple[str, str]  # (display name, "local@domain"), as the parser stores address lists
 
@@ -76,8 +79,22 @@ class AnswerDraft:
 
 
 def one_line(value: str) -> str:
-    """A value as one header line: no CR, LF or other control character, at most 998 chars."""
-    return header_value_safe(value)
+    """A value as one header line: no CR, LF or other control character, at most 998 chars.
+
+    Also once the email library has read it: assigning a header decodes any RFC 2047 encoded
+    word in the value (`=?utf-8?b?DQo=?=` is CR LF), and the decoded text is what gets written.
+    So the value is decoded the library's way and cleaned again, until nothing changes (a
+    doubly encoded word needs two rounds); what still decodes after that loses its `=?`.
+    """
+    text = header_value_safe(value)
+    for _ in range(4):
+        if "=?" not in text:
+            return text
+        decoded = header_value_safe(str(_HEADER_FACTORY("subject", text)))
+        if decoded == text:
+            return text
+        text = decoded
+    return header_value_safe(text.replace("=?", "= ?"))
 
 
 # -- recipients --------------------------------------------------------------------------------
