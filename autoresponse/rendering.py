@@ -59,9 +59,12 @@ def _bounded(value: Any, limit: int = MAX_CONTEXT_VALUE_CHARS) -> Any:
     return value
 
 
-def _render(source: str, context: dict[str, Any], *, html: bool) -> str:
-    template = sandbox_compile(source, html=html, variables=ALLOWED_VARIABLES)
-    variables = {name: _bounded(context.get(name)) for name in ALLOWED_VARIABLES}
+def _render(
+    source: str, context: dict[str, Any], *, html: bool, extra_variables: tuple[str, ...] = ()
+) -> str:
+    names = ALLOWED_VARIABLES + tuple(name for name in extra_variables if name not in ALLOWED_VARIABLES)
+    template = sandbox_compile(source, html=html, variables=names)
+    variables = {name: _bounded(context.get(name)) for name in names}
     try:
         return sandbox_render(template, variables)
     except TemplateProblem as problem:
@@ -73,15 +76,19 @@ def _render(source: str, context: dict[str, Any], *, html: bool) -> str:
         raise
 
 
-def template_render(source: str, context: dict[str, Any], *, html: bool) -> str:
+def template_render(
+    source: str, context: dict[str, Any], *, html: bool, extra_variables: tuple[str, ...] = ()
+) -> str:
     """Render `source` with `context`; raises only TemplateProblem.
 
     ``html=True`` autoescapes every printed value (HTML bodies), ``html=False`` prints values as
-    they are (plain-text bodies, subjects).
+    they are (plain-text bodies, subjects). `extra_variables` are names a caller adds to
+    `ALLOWED_VARIABLES` (a canned response inserted by an agent also sees ``agent``), bounded
+    like the others.
     """
     if not isinstance(context, dict):
         raise TemplateProblem("the template context must be a dict")
-    return _render(source, context, html=bool(html))
+    return _render(source, context, html=bool(html), extra_variables=tuple(extra_variables))
 
 
 def template_validate(source: str, *, html: bool) -> None:

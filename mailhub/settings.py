@@ -219,6 +219,10 @@ MAILHUB_POLL_LEASE_SECONDS = env.int("MAILHUB_POLL_LEASE_SECONDS", default=300)
 # A processing step (email to process, auto-reply to send) still pending this long after it was
 # created lost its task (worker killed, broker restarted): the next poll enqueues it again.
 MAILHUB_REQUEUE_PENDING_AFTER = env.int("MAILHUB_REQUEUE_PENDING_AFTER", default=300)
+# Answers of staff: how many one user may send per hour (a stolen session or a runaway script
+# can't turn a shared mailbox into a spam cannon), and the total size of an answer's attachments.
+MAILHUB_ANSWERS_PER_USER_PER_HOUR = env.int("MAILHUB_ANSWERS_PER_USER_PER_HOUR", default=100)
+MAILHUB_ANSWER_MAX_BYTES = env.int("MAILHUB_ANSWER_MAX_BYTES", default=25 * 1024 * 1024)
 # Longest wait between two attempts on a failing mailbox (exponential backoff up to this).
 MAILHUB_POLL_BACKOFF_MAX = env.int("MAILHUB_POLL_BACKOFF_MAX", default=3600)
 

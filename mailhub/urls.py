@@ -14,6 +14,7 @@ urlpatterns = [
     ),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
     path("emails/", include("mailhub.web.emails.urls")),
+    path("emails/", include("mailhub.web.answers.urls")),
     path("leads/", include((lead_urlpatterns, "leads"))),
     path("cases/", include((case_urlpatterns, "cases"))),
     path("admin/", admin.site.urls),

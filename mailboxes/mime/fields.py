@@ -15,6 +15,11 @@ _MSG_ID = re.compile(r"<([^<>]*)>")
 _ADDR_SPEC = re.compile(r"^[^\s@<>(),;:\[\]\\\"]+@[^\s@<>(),;:\\\"]+$")
 
 
+def addr_spec_valid(address: str) -> bool:
+    """Whether `address` is a plain ``local@domain`` as `parse_addresses` keeps them."""
+    return bool(_ADDR_SPEC.match(address or ""))
+
+
 def msg_ids(value: str) -> list[str]:
     """RFC 5322 §3.6.4 msg-ids as "<left@right>"; whitespace inside removed, junk dropped."""
     found = _MSG_ID.findall(value)

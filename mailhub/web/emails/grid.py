@@ -210,9 +210,12 @@ def email_grid_page(
         return EmailGridPage(emails=[], next_cursor=None, previous_cursor=None)
     rows = (
         Email.objects.filter(pk__in=[pk for pk, _key in keys])
-        .select_related("mailbox", "lead", "case")
+        .select_related("mailbox", "lead", "case", "sent_by")
         .only(
             "pk",
+            "direction",
+            "to",
+            "sent_by__username",
             "subject",
             "from_name",
             "from_address",

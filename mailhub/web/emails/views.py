@@ -19,7 +19,7 @@ from django.urls import reverse
 from django.utils import timezone
 from django.views.decorators.http import require_GET, require_POST
 
-from mailboxes.models import Email
+from mailboxes.models import Email, EmailDirection, OutboundMessage
 from mailboxes.services.visits import mailbox_view_choose, mailbox_visits_record
 from mailhub.web.converters import database_id_from_text
 from mailhub.web.sanitize import email_body_csp, email_html_document, sanitize_email_html
@@ -218,6 +218,12 @@ def email_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
             "attachments": email_attachments(email=email),
             "thread": email_thread(user=request.user, email=email),
             "auto_replies": email_auto_replies(email=email),
+            # An answer of staff: who sent it, its delivery status and the send-again form.
+            "outbound": (
+                OutboundMessage.objects.filter(email=email).select_related("sent_by").first()
+                if email.direction == EmailDirection.OUTGOING
+                else None
+            ),
             "can_convert_to_lead": email.lead_id is None and email.case_id is None,
             "can_convert_to_case": email.lead_id is None and email.case_id is None,
             "text": text,
