@@ -47,7 +47,7 @@ def note_add(*, user: User, body: str, case_id: int | None = None, email_id: int
             if email is None:
                 raise NoteRefused("no such email")
             case_id = email.case_id
-        elif not Case.objects.filter(pk=case_id).exists():
+        elif case_id is not None and not Case.objects.filter(pk=case_id).exists():
             raise NoteRefused("no such case")
         note = Note(
             case_id=case_id,

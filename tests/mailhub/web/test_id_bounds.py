@@ -59,6 +59,7 @@ def test_every_route_with_an_id_uses_the_id_converter():
     assert all(isinstance(converter, DatabaseIdConverter) for converter in converters)
     assert [route for route, _names in ID_ROUTES] == [
         "cases/<id:pk>/",
+        "cases/<id:pk>/notes/",
         "cases/<id:pk>/update/",
         "emails/<id:pk>/",
         "emails/<id:pk>/attachments/<id:attachment_pk>/",
@@ -66,6 +67,7 @@ def test_every_route_with_an_id_uses_the_id_converter():
         "emails/<id:pk>/convert-to-case/",
         "emails/<id:pk>/convert-to-lead/",
         "emails/<id:pk>/inline/<id:attachment_pk>/",
+        "emails/<id:pk>/notes/",
         "emails/<id:pk>/original.eml",
         "leads/<id:pk>/",
     ]
