@@ -41,6 +41,9 @@ MAX_INDEXED_BYTES = 1_000
 MAX_BODY_CHARS = 16 * 1024 * 1024
 # Characters of the text body fed to the search index (also the migration's `left(..., N)`).
 MAX_SEARCH_TEXT_CHARS = 100_000
+# Characters of an internal note written by staff: a long report pasted in fits (about 30
+# pages), a script posting megabytes is refused rather than stored and shown on every visit.
+MAX_NOTE_CHARS = 100_000
 
 # -- dates ------------------------------------------------------------------------------------
 # Outside this range a date is stored as NULL (Date header) or replaced by the time of storing

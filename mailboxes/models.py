@@ -346,6 +346,9 @@ class Email(models.Model):
             models.Index(fields=["mailbox", "id"], name="email_mailbox_id"),
             # The thread of an email: the replies that name it in In-Reply-To (RFC 5322 §3.6.4).
             models.Index(fields=["mailbox", "in_reply_to"], name="email_mailbox_in_reply_to"),
+            # A case's timeline pages its emails by seek on (received_at, id) within the case:
+            # a page of a case with 10,000 emails reads 51 index entries, not all 10,000 to sort.
+            models.Index(fields=["case", "received_at", "id"], name="email_case_received"),
         ]
 
     def __str__(self) -> str:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
 from django.db import models
 from django.urls import reverse
@@ -131,13 +133,28 @@ class Case(models.Model):
     def reference(self) -> str:
         return f"#{self.number}"
 
+    @property
+    def first_response_after(self) -> timedelta | None:
+        """How long the customer waited for staff's first answer (None: not answered yet)."""
+        if self.first_response_at is None:
+            return None
+        return max(self.first_response_at - self.created_at, timedelta(0))
+
+
+# The CaseEvent field of staff's first answer; its new value is when the SMTP server accepted it.
+FIRST_RESPONSE_FIELD = "first_response"
+# Who a CaseEvent without a user and without a username was made by: mailhub itself (a case
+# reopened by the customer's email). A person always has a username, even once deleted.
+SYSTEM_ACTOR = "mailhub"
+
 
 class CaseEvent(models.Model):
     """Audit trail of a case: who changed which field, from what to what, and when.
 
     Values are stored as text (choice codes for status and priority, the username for the
     assignee) so the trail still reads correctly after users are renamed or deleted; `username`
-    keeps who did it when the user row is gone.
+    keeps who did it when the user row is gone. A change made by mailhub itself has neither
+    (see `actor`).
     """
 
     case = models.ForeignKey(Case, on_delete=models.CASCADE, related_name="events")
@@ -159,6 +176,14 @@ class CaseEvent(models.Model):
         return (
             f"{self.case.reference} {self.field}: {self.old_value!r} -> {self.new_value!r} by {self.username}"
         )
+
+    @property
+    def actor(self) -> str:
+        return self.username or SYSTEM_ACTOR
+
+    @property
+    def is_first_response(self) -> bool:
+        return self.field == FIRST_RESPONSE_FIELD
 
     @property
     def old_display(self) -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from django.db import IntegrityError, transaction
@@ -9,8 +10,15 @@ from django.db.models import Max
 from django.utils import timezone
 
 from mailboxes import limits
-from mailboxes.models import Email
-from processing.models import FIRST_CASE_NUMBER, Case, CaseEvent, CaseStatus
+from mailboxes.models import Email, EmailDirection
+from processing.models import (
+    FIRST_CASE_NUMBER,
+    FIRST_RESPONSE_FIELD,
+    Case,
+    CaseEvent,
+    CasePriority,
+    CaseStatus,
+)
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User  # settings.AUTH_USER_MODEL
@@ -61,16 +69,77 @@ def case_create_from_email(*, email: Email, previous_case: Case | None = None) -
 
 
 def case_add_reply(*, case: Case, email: Email) -> Case:
-    """A reply joins its case; a resolved case reopens (if the mailbox says so); a closed one stays
-    closed and the reply opens a follow-up case linked to it."""
+    """A customer's email joins its case.
+
+    A closed case stays closed: the email opens a follow-up case linked to it. A case waiting
+    for the customer opens again (their answer is what it waited for); a resolved one too if
+    the mailbox says so. Reopening is a status change made by mailhub, recorded in the case's
+    history like a person's (user None, shown as "mailhub").
+    """
     if case.status == CaseStatus.CLOSED:
         return case_create_from_email(email=email, previous_case=case)
-    if case.status == CaseStatus.RESOLVED and email.mailbox.reopen_resolved_cases:
-        case.status = CaseStatus.OPEN
-        case.resolved_at = None
-    case.updated_at = timezone.now()
-    case.save(update_fields=["status", "resolved_at", "updated_at"])
+    now = timezone.now()
+    if case.status == CaseStatus.WAITING or (
+        case.status == CaseStatus.RESOLVED and email.mailbox.reopen_resolved_cases
+    ):
+        old_status = case.status
+        # Conditional on the status this decision was made from: if staff changed it meanwhile,
+        # their change stands and no event claims a change that did not happen.
+        reopened = Case.objects.filter(pk=case.pk, status=old_status).update(
+            status=CaseStatus.OPEN, resolved_at=None, updated_at=now
+        )
+        if reopened:
+            case.status, case.resolved_at, case.updated_at = CaseStatus.OPEN, None, now
+            CaseEvent.objects.create(
+                case=case,
+                user=None,
+                username="",
+                field="status",
+                old_value=old_status,
+                new_value=CaseStatus.OPEN,
+                created_at=now,
+            )
+            return case
+    # Only the time: writing back the status read earlier would undo a concurrent change.
+    Case.objects.filter(pk=case.pk).update(updated_at=now)
+    case.updated_at = now
     return case
+
+
+def case_first_response_record(*, email_id: int, at: datetime) -> bool:
+    """Record that the outgoing email `email_id`, accepted by the SMTP server at `at`, answered
+    its case: the first such answer sets the case's `first_response_at` and adds a
+    "first_response" event (by the email's sender). True when this was the first.
+
+    Exactly once from the database: the UPDATE is conditional on `first_response_at` being
+    still NULL, so of two answers recorded at once (two workers, a retried task) only the one
+    whose UPDATE changed the row records the event; the other sees the value set and changes
+    nothing. An incoming email, or an email on no case, records nothing.
+    """
+    email = (
+        Email.objects.filter(pk=email_id, direction=EmailDirection.OUTGOING, case__isnull=False)
+        .select_related("sent_by")
+        .only("pk", "case_id", "sent_by")
+        .first()
+    )
+    if email is None or email.case_id is None:
+        return False
+    with transaction.atomic():
+        first = Case.objects.filter(pk=email.case_id, first_response_at__isnull=True).update(
+            first_response_at=at
+        )
+        if not first:
+            return False
+        CaseEvent.objects.create(
+            case_id=email.case_id,
+            user=email.sent_by,
+            username=_username(email.sent_by),
+            field=FIRST_RESPONSE_FIELD,
+            old_value="",
+            new_value=at.isoformat(),
+            created_at=at,
+        )
+    return True
 
 
 def _username(user: User | None) -> str:
@@ -84,8 +153,11 @@ def case_update(
 
     The old values are read from the row locked in this transaction, not from the page the user
     saw: two people saving at once both get an exact trail. `resolved_at` is set when the case
-    becomes resolved and cleared when it is reopened (open or in progress again).
+    becomes resolved and cleared when it is reopened (open, in progress or waiting for the
+    customer again); closing keeps it.
     """
+    if status not in CaseStatus.values or priority not in CasePriority.values:
+        raise ValueError(f"unknown status {status!r} or priority {priority!r}")
     with transaction.atomic():
         case = Case.objects.select_for_update().get(pk=case_id)
         now = timezone.now()
@@ -94,7 +166,7 @@ def case_update(
             changes.append(("status", case.status, status))
             if status == CaseStatus.RESOLVED:
                 case.resolved_at = now
-            elif status in (CaseStatus.OPEN, CaseStatus.IN_PROGRESS):
+            elif status in (CaseStatus.OPEN, CaseStatus.IN_PROGRESS, CaseStatus.WAITING):
                 case.resolved_at = None
             case.status = status
         if case.priority != priority:

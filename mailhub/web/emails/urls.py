@@ -4,7 +4,7 @@ from django.urls import path
 
 import mailhub.web.converters  # noqa: F401 - registers <id:...>, the converter of every id
 
-from . import downloads, views
+from . import downloads, notes, views
 
 app_name = "emails"
 
@@ -18,4 +18,5 @@ urlpatterns = [
     path("<id:pk>/inline/<id:attachment_pk>/", downloads.email_inline_image, name="inline_image"),
     path("<id:pk>/convert-to-case/", views.email_convert_to_case_view, name="convert_to_case"),
     path("<id:pk>/convert-to-lead/", views.email_convert_to_lead_view, name="convert_to_lead"),
+    path("<id:pk>/notes/", notes.email_note_add, name="note_add"),
 ]

@@ -22,6 +22,8 @@ from django.views.decorators.http import require_GET, require_POST
 from mailboxes.models import Email, EmailDirection, OutboundMessage
 from mailboxes.services.visits import mailbox_view_choose, mailbox_visits_record
 from mailhub.web.converters import database_id_from_text
+from mailhub.web.leads_cases.forms import NoteForm
+from mailhub.web.leads_cases.timeline import email_notes
 from mailhub.web.sanitize import email_body_csp, email_html_document, sanitize_email_html
 from mailhub.web.users import AuthenticatedHttpRequest
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
@@ -224,6 +226,8 @@ def email_detail(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
                 if email.direction == EmailDirection.OUTGOING
                 else None
             ),
+            "notes": email_notes(email=email),
+            "note_form": NoteForm(),
             "can_convert_to_lead": email.lead_id is None and email.case_id is None,
             "can_convert_to_case": email.lead_id is None and email.case_id is None,
             "text": text,

@@ -1,4 +1,4 @@
-"""Forms of the lead and case pages, and the audited change of a case."""
+"""Forms of the lead and case pages, the audited change of a case, and internal notes."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any, cast
 from django import forms
 from django.contrib.auth import get_user_model
 
+from mailboxes import limits
 from mailboxes.models import Mailbox
 from mailhub.web.emails.access import mailboxes_visible_to
 from mailhub.web.users import AnyUser
@@ -107,3 +108,15 @@ class CaseUpdateForm(forms.Form):
             priority=self.cleaned_data["priority"],
             assignee=self.cleaned_data["assignee"],
         )
+
+
+class NoteForm(forms.Form):
+    """An internal note, on a case's page or an email's. The service refuses again what the form
+    lets through (an empty or too long body), so a hand-made POST gets no further."""
+
+    body = forms.CharField(
+        label="Internal note",
+        max_length=limits.MAX_NOTE_CHARS,
+        strip=True,
+        widget=forms.Textarea(attrs={"rows": 4, "placeholder": "Only staff see notes; never emailed."}),
+    )

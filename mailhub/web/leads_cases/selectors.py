@@ -17,7 +17,7 @@ from mailboxes.models import Mailbox
 from mailhub.web.converters import database_id_from_text
 from mailhub.web.emails.access import users_with_access_to, without_mailbox_secrets
 from mailhub.web.users import AnyUser
-from processing.models import Case, CaseEvent, Lead
+from processing.models import Case, Lead
 
 if TYPE_CHECKING:
     from django.contrib.auth.models import User
@@ -143,14 +143,9 @@ def case_assignee_choices(*, case: Case) -> QuerySet[User]:
     return users_with_access_to(mailbox=case.mailbox)
 
 
-# A case's page shows its latest changes and first follow-ups: a case edited by a script every
-# minute for a year must not make a 500,000-line page. The admin lists them all.
-CASE_EVENTS_SHOWN = 200
+# A case's page shows its first follow-ups (its changes are in the timeline, a page at a time:
+# see timeline.py): a case followed up by a script every minute must not make a huge page.
 CASE_FOLLOW_UPS_SHOWN = 50
-
-
-def case_events(*, case: Case) -> list[CaseEvent]:
-    return list(case.events.order_by("-created_at", "pk")[:CASE_EVENTS_SHOWN])
 
 
 def case_follow_ups(*, user: AnyUser, case: Case) -> list[Case]:

@@ -16,4 +16,5 @@ case_urlpatterns = [
     path("", views.case_list_view, name="list"),
     path("<id:pk>/", views.case_detail, name="detail"),
     path("<id:pk>/update/", views.case_update_view, name="update"),
+    path("<id:pk>/notes/", views.case_note_add_view, name="note_add"),
 ]

@@ -1,5 +1,6 @@
-"""Leads and cases: lists, pages, and the audited change of a case. Thin: selectors read (and
-decide visibility: anything else is a 404); changes go through processing.services.cases."""
+"""Leads and cases: lists, pages, the audited change of a case and its internal notes. Thin:
+selectors read (and decide visibility: anything else is a 404); changes go through
+processing.services.cases and processing.services.notes."""
 
 from __future__ import annotations
 
@@ -12,19 +13,20 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from mailboxes.models import Email
-from mailhub.web.emails.email_page import EMAILS_PER_RECORD_PAGE, emails_of_case, emails_of_lead
+from mailhub.web.emails.email_page import EMAILS_PER_RECORD_PAGE, emails_of_lead
 from mailhub.web.users import AuthenticatedHttpRequest
 from processing.models import Case, Lead
+from processing.services.notes import NoteRefused, note_add
 
-from .forms import CaseFilterForm, CaseUpdateForm, LeadFilterForm
+from .forms import CaseFilterForm, CaseUpdateForm, LeadFilterForm, NoteForm
 from .selectors import (
-    case_events,
     case_follow_ups,
     case_get_for_user,
     case_list,
     lead_get_for_user,
     lead_list,
 )
+from .timeline import case_timeline_page
 
 LIST_PAGE_SIZE = 50
 
@@ -76,15 +78,28 @@ def _visible_case(request: HttpRequest, pk: int) -> Case:
     return case
 
 
-def _case_page(request: HttpRequest, case: Case, form: CaseUpdateForm) -> HttpResponse:
+def _case_page(
+    request: HttpRequest,
+    case: Case,
+    form: CaseUpdateForm,
+    note_form: NoteForm | None = None,
+    *,
+    status: int = 200,
+) -> HttpResponse:
     context = {
         "case": case,
         "form": form,
-        "emails": _emails_page(request, emails_of_case(user=request.user, case_id=case.pk)),
-        "events": case_events(case=case),
+        "note_form": note_form or NoteForm(),
+        "timeline": case_timeline_page(
+            user=request.user,
+            case=case,
+            after=request.GET.get("after"),
+            before=request.GET.get("before"),
+            latest=request.GET.get("latest") == "1",
+        ),
         "follow_ups": case_follow_ups(user=request.user, case=case),
     }
-    return render(request, "cases/detail.html", context)
+    return render(request, "cases/detail.html", context, status=status)
 
 
 @login_required
@@ -108,3 +123,21 @@ def case_update_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse
     else:
         messages.info(request, "Nothing changed.")
     return redirect(case)
+
+
+@login_required
+@require_POST
+def case_note_add_view(request: AuthenticatedHttpRequest, pk: int) -> HttpResponse:
+    """An internal note on the case: stored, never sent. A refused note is shown again with its
+    text and the reason, so nothing typed is lost."""
+    case = _visible_case(request, pk)
+    form = NoteForm(request.POST)
+    if form.is_valid():
+        try:
+            note = note_add(user=request.user, body=form.cleaned_data["body"], case_id=case.pk)
+        except NoteRefused as refused:
+            form.add_error("body", f"Not added: {refused}.")
+        else:
+            messages.success(request, "Note added.")
+            return redirect(f"{case.get_absolute_url()}?latest=1#note-{note.pk}")
+    return _case_page(request, case, CaseUpdateForm(case=case), form, status=400)

@@ -360,7 +360,7 @@ def test_case_page_in_the_browser(browser, live_server):
     page.click("text=Save changes")
     page.wait_for_url(f"{live_server.url}/cases/{case.pk}/")
     assert page.inner_text('[data-testid="case-status"]') == "Resolved"
-    history = page.locator('[data-testid="case-history"] li').all_inner_texts()
+    history = page.locator('[data-testid="case-timeline"] li[data-kind="event"]').all_inner_texts()
     assert [line.splitlines()[0] for line in history] == [
         "dana changed status from Open to Resolved",
         "dana changed priority from Normal to Urgent",

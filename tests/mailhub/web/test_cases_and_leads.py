@@ -50,7 +50,7 @@ def test_case_update_records_who_changed_what(client, world: World):
     assert times == {case.resolved_at}
 
     page = client.get(f"/cases/{case.pk}/").content.decode()
-    history = re.sub(r"\s+", " ", page.split('data-testid="case-history"', 1)[1].split("</ul>", 1)[0])
+    history = re.sub(r"\s+", " ", page.split('data-testid="case-timeline"', 1)[1].split("</ol>", 1)[0])
     assert "<strong>dana</strong> changed status from <em>Open</em> to <em>Resolved</em>" in history
     assert "<strong>dana</strong> changed priority from <em>Normal</em> to <em>Urgent</em>" in history
     assert "<strong>dana</strong> changed assignee from <em>nobody</em> to <em>gus</em>" in history

@@ -59,14 +59,20 @@ def test_every_route_with_an_id_uses_the_id_converter():
     assert all(isinstance(converter, DatabaseIdConverter) for converter in converters)
     assert [route for route, _names in ID_ROUTES] == [
         "cases/<id:pk>/",
+        "cases/<id:pk>/notes/",
         "cases/<id:pk>/update/",
         "emails/<id:pk>/",
         "emails/<id:pk>/attachments/<id:attachment_pk>/",
         "emails/<id:pk>/body.html",
         "emails/<id:pk>/convert-to-case/",
         "emails/<id:pk>/convert-to-lead/",
+        "emails/<id:pk>/forward/",
         "emails/<id:pk>/inline/<id:attachment_pk>/",
+        "emails/<id:pk>/notes/",
         "emails/<id:pk>/original.eml",
+        "emails/<id:pk>/reply-all/",
+        "emails/<id:pk>/reply/",
+        "emails/<id:pk>/send-again/",
         "leads/<id:pk>/",
     ]
 
