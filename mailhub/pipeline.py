@@ -17,9 +17,16 @@ from typing import Protocol
 from autoresponse.models import AutoReplyStatus
 from autoresponse.selectors import auto_replies_due
 from autoresponse.services import auto_replies_mark_stale_sending, auto_reply_send
-from mailboxes.models import OutboundStatus
+from mailboxes.models import OutboundStatus, SentCopyStatus
 from mailboxes.services import PollResult, mailbox_poll
-from mailboxes.services.sending import outbound_send, outbounds_due, outbounds_mark_stale_sending
+from mailboxes.services.sending import (
+    outbound_copies_due,
+    outbound_copies_reset_stale,
+    outbound_copy_to_sent,
+    outbound_send,
+    outbounds_due,
+    outbounds_mark_stale_sending,
+)
 from processing.services import ProcessingResult, email_process, emails_needing_processing
 
 
@@ -31,6 +38,8 @@ class Dispatch(Protocol):
     def send(self, auto_reply_id: int) -> None: ...
 
     def send_outbound(self, outbound_id: int) -> None: ...
+
+    def copy_to_sent(self, outbound_id: int) -> None: ...
 
     def stale_before(self) -> datetime | None:
         """Work older than this lost its task and is dispatched again (None: all of it)."""
@@ -57,6 +66,11 @@ def mailbox_poll_step(*, mailbox_id: int, dispatch: Dispatch) -> PollResult:
     outbounds_mark_stale_sending(mailbox_id=mailbox_id)
     for outbound_id in outbounds_due(mailbox_id=mailbox_id, created_before=stale_before):
         dispatch.send_outbound(outbound_id)
+    # Sent-folder copies whose task was lost, whose backoff is over, or whose worker died while
+    # appending (back to pending first: the folder is searched before every APPEND).
+    outbound_copies_reset_stale(mailbox_id=mailbox_id)
+    for outbound_id in outbound_copies_due(mailbox_id=mailbox_id, sent_before=stale_before):
+        dispatch.copy_to_sent(outbound_id)
     return result
 
 
@@ -72,9 +86,18 @@ def auto_reply_send_step(*, auto_reply_id: int) -> AutoReplyStatus:
     return AutoReplyStatus(auto_reply_send(auto_reply_id=auto_reply_id).status)
 
 
-def outbound_send_step(*, outbound_id: int) -> OutboundStatus:
-    """Send one answer of staff (at most once)."""
-    return OutboundStatus(outbound_send(outbound_id=outbound_id).status)
+def outbound_send_step(*, outbound_id: int, dispatch: Dispatch) -> OutboundStatus:
+    """Send one answer of staff (at most once); once sent, its copy goes to the Sent folder."""
+    status = OutboundStatus(outbound_send(outbound_id=outbound_id).status)
+    if status == OutboundStatus.SENT:
+        # LEAD: record the case's first response here (case_first_response_record), before the copy.
+        dispatch.copy_to_sent(outbound_id)
+    return status
+
+
+def outbound_copy_to_sent_step(*, outbound_id: int) -> SentCopyStatus:
+    """Append a sent answer to its mailbox's Sent folder (at most one copy there)."""
+    return SentCopyStatus(outbound_copy_to_sent(outbound_id=outbound_id).sent_copy_status)
 
 
 class InlineDispatch:
@@ -93,7 +116,10 @@ class InlineDispatch:
             self.counts.auto_replies_sent += 1
 
     def send_outbound(self, outbound_id: int) -> None:
-        outbound_send_step(outbound_id=outbound_id)
+        outbound_send_step(outbound_id=outbound_id, dispatch=self)
+
+    def copy_to_sent(self, outbound_id: int) -> None:
+        outbound_copy_to_sent_step(outbound_id=outbound_id)
 
     def stale_before(self) -> datetime | None:
         return None  # nothing is queued: everything unfinished is ours now
