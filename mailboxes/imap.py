@@ -390,20 +390,28 @@ class ImapConnection:
         `UID SEARCH HEADER Message-ID <id>` (RFC 3501 §6.4.4) matches a substring, case
         insensitively: each hit's Message-ID field is fetched and compared whole (angle brackets
         and whitespace ignored, case kept as RFC 5322 §3.6.4 compares ids), so an id that merely
-        contains ours is not taken for it. The id is data: it goes as one quoted string (or a
-        literal) by imapclient, never spliced into the command; a CR, LF or NUL can't be carried
-        in either (RFC 3501 §4.3), so such an id is refused.
+        contains ours is not taken for it.
+
+        The id is data, never command syntax: imapclient quotes a search value only when it holds
+        a space, a quote or a backslash, so an id with "(" or "{" would be spliced into the
+        command. An ASCII id goes as a quoted string we build (RFC 3501 §4.3: backslash and quote
+        escaped), a non-ASCII one (RFC 6532) as a literal with CHARSET UTF-8, which carries any
+        octet. No control character fits either form, so such an id is refused.
         """
         wanted = _bare_message_id(message_id)
-        if not wanted or any(char in wanted for char in "\r\n\0"):
+        if not wanted or any(ord(char) < 0x20 or ord(char) == 0x7F for char in wanted):
             raise ImapError(f"Message-ID {message_id[:80]!r} can't be searched for", permanent=True)
         if not self._select_other(folder):
             return []
+        criteria: bytes | list[str]
+        if wanted.isascii():
+            escaped = wanted.replace("\\", "\\\\").replace('"', '\\"')
+            criteria, charset = f'HEADER Message-ID "{escaped}"'.encode("ascii"), None
+        else:
+            criteria, charset = ["HEADER", "Message-ID", wanted], "UTF-8"  # 8-bit: sent as a literal
         with self._translated_errors():
-            charset = None if wanted.isascii() else "UTF-8"  # RFC 6532 ids are UTF-8
             found = sorted(
-                self._nz_number(uid, "UID")
-                for uid in self._client.search(["HEADER", "Message-ID", wanted], charset=charset)
+                self._nz_number(uid, "UID") for uid in self._client.search(criteria, charset=charset)
             )
             if not found:
                 return []
