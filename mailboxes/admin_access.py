@@ -45,7 +45,9 @@ def mailbox_path(model: type[Model]) -> str | None:
             field = model._meta.get_field(name)
         except FieldDoesNotExist:
             continue
-        if not field.many_to_one or field.related_model is None:
+        # A forward one-to-one (an outbound message's `email`) leads to a mailbox as well as a
+        # foreign key does; reverse relations never do.
+        if not (field.many_to_one or field.one_to_one) or not field.concrete or field.related_model is None:
             continue
         inner = mailbox_path(field.related_model)
         if inner is not None:

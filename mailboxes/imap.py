@@ -10,6 +10,7 @@ certificates are always verified (see mailboxes/tls.py).
 
 from __future__ import annotations
 
+import re
 import socket
 import ssl
 from collections.abc import Iterator
@@ -295,6 +296,20 @@ class FetchOutcome:
 # Dovecot refuses command lines over 64 KiB: long UID lists are sent in chunks.
 _UIDS_PER_COMMAND = 2000
 
+# RFC 4315 §3: "OK [APPENDUID <uidvalidity> <uid>]" when the server has UIDPLUS.
+_APPENDUID = re.compile(rb"\[APPENDUID (\d+) (\d+)\]", re.IGNORECASE)
+# RFC 3501 §6.3.11: "NO [TRYCREATE]" when APPEND failed only because the folder does not exist.
+_TRYCREATE = "[TRYCREATE]"
+_TRANSIENT_CODES = ("UNAVAILABLE", "SERVERBUG", "INUSE", "LIMIT", "OVERQUOTA")
+
+
+class _AppendRefused(Exception):
+    """The server answered NO (or BAD) to an APPEND; `text` is its answer."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__(text)
+        self.text = text
+
 
 class ImapConnection:
     """The IMAP operations mailhub needs, on one logged-in session."""
@@ -434,6 +449,115 @@ class ImapConnection:
         messages.sort(key=lambda message: message.uid)
         return FetchOutcome(messages=messages, gone=gone, undelivered=undelivered)
 
+    # -- the Sent folder ------------------------------------------------------------------------
+
+    def _select_other(self, folder: str) -> bool:
+        """EXAMINE (read-only SELECT) `folder`; False when it does not exist."""
+        with self._translated_errors():
+            try:
+                self._client.select_folder(folder, readonly=True)
+            except IMAPClientError:
+                if not self._client.folder_exists(folder):
+                    return False
+                raise
+        return True
+
+    def find_message_id(self, folder: str, message_id: str) -> list[int]:
+        """UIDs of the messages of `folder` whose Message-ID is `message_id` ([] when the folder
+        does not exist).
+
+        `UID SEARCH HEADER Message-ID <id>` (RFC 3501 §6.4.4) matches a substring, case
+        insensitively: each hit's Message-ID field is fetched and compared whole (angle brackets
+        and whitespace ignored, case kept as RFC 5322 §3.6.4 compares ids), so an id that merely
+        contains ours is not taken for it.
+
+        The id is data, never command syntax: imapclient quotes a search value only when it holds
+        a space, a quote or a backslash, so an id with "(" or "{" would be spliced into the
+        command. An ASCII id goes as a quoted string we build (RFC 3501 §4.3: backslash and quote
+        escaped), a non-ASCII one (RFC 6532) as a literal with CHARSET UTF-8, which carries any
+        octet. No control character fits either form, so such an id is refused.
+        """
+        wanted = _bare_message_id(message_id)
+        if not wanted or any(ord(char) < 0x20 or ord(char) == 0x7F for char in wanted):
+            raise ImapError(f"Message-ID {message_id[:80]!r} can't be searched for", permanent=True)
+        if not self._select_other(folder):
+            return []
+        criteria: bytes | list[str]
+        if wanted.isascii():
+            escaped = wanted.replace("\\", "\\\\").replace('"', '\\"')
+            criteria, charset = f'HEADER Message-ID "{escaped}"'.encode("ascii"), None
+        else:
+            criteria, charset = ["HEADER", "Message-ID", wanted], "UTF-8"  # 8-bit: sent as a literal
+        with self._translated_errors():
+            found = sorted(
+                self._nz_number(uid, "UID") for uid in self._client.search(criteria, charset=charset)
+            )
+            if not found:
+                return []
+            field_name = b"BODY[HEADER.FIELDS (MESSAGE-ID)]"
+            headers = self._client.fetch(found, ["BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)]"])
+        matching = []
+        for uid in found:
+            value = headers.get(uid, {}).get(field_name)
+            if isinstance(value, bytes | bytearray) and _header_message_id(bytes(value)) == wanted:
+                matching.append(uid)
+        return matching
+
+    def append_message(
+        self, folder: str, raw: bytes, *, flags: tuple[bytes, ...], when: datetime | None
+    ) -> int | None:
+        """APPEND `raw` to `folder` with `flags` and `when` as its INTERNALDATE (RFC 3501 §6.3.11).
+
+        Returns the new message's UID from APPENDUID when the server has UIDPLUS (RFC 4315 §3),
+        else None. On `NO [TRYCREATE]` the folder is created and the APPEND sent once more: the
+        first one stored nothing (the server says so with that code), so this can't make two
+        copies.
+        """
+        with self._translated_errors():
+            try:
+                answer = self._append_once(folder, raw, flags, when)
+            except _AppendRefused as refused:
+                if _TRYCREATE not in refused.text.upper():
+                    raise self._append_error(folder, refused) from refused
+                try:
+                    self._client.create_folder(folder)
+                except (IMAPClientAbortError, ProtocolError):
+                    raise
+                except IMAPClientError as exc:
+                    raise ImapError(
+                        f"IMAP folder {folder!r} does not exist and can't be created: {str(exc)[:300]}",
+                        permanent=True,
+                    ) from exc
+                with suppress(IMAPClientError):
+                    self._client.subscribe_folder(folder)  # so that mail clients list it
+                try:
+                    answer = self._append_once(folder, raw, flags, when)
+                except _AppendRefused as again:
+                    raise self._append_error(folder, again) from again
+            has_uidplus = self._client.has_capability("UIDPLUS")
+        match = _APPENDUID.search(answer) if has_uidplus else None
+        return self._nz_number(match.group(2), "UID") if match else None
+
+    def _append_once(self, folder: str, raw: bytes, flags: tuple[bytes, ...], when: datetime | None) -> bytes:
+        try:
+            answer = self._client.append(folder, raw, flags, when)
+        except (IMAPClientAbortError, ProtocolError):
+            raise  # the connection, not the server's answer: transient
+        except IMAPClientError as exc:  # a tagged NO (or BAD)
+            raise _AppendRefused(str(exc)) from exc
+        return answer if isinstance(answer, bytes) else b""
+
+    def _append_error(self, folder: str, refused: _AppendRefused) -> ImapError:
+        """A refused APPEND: permanent unless its response code says the server will take it later
+        (RFC 5530: UNAVAILABLE, SERVERBUG, INUSE, LIMIT, OVERQUOTA)."""
+        upper = refused.text.upper()
+        transient = any(f"[{code}" in upper for code in _TRANSIENT_CODES)
+        return ImapError(
+            f"IMAP server {self._imap.host}:{self._imap.port} refused to append to folder {folder!r}: "
+            f"{refused.text[:300]}",
+            permanent=not transient,
+        )
+
     def _fetch_bodies(self, uids: list[int]) -> dict[int, dict[bytes, Any]]:
         """UID FETCH of the bodies; a tagged NO counts as an answer without any of them.
 
@@ -455,6 +579,21 @@ class ImapConnection:
                 if not str(exc).startswith("fetch failed:"):
                     raise
                 return {}
+
+
+def _bare_message_id(value: str) -> str:
+    """A msg-id without its angle brackets and whitespace (RFC 5322 §3.6.4; CFWS around it and
+    folding inside it are not part of the id)."""
+    return re.sub(r"\s+", "", value).strip("<>")
+
+
+def _header_message_id(field: bytes) -> str:
+    """The id in a fetched "Message-ID: <...>" field (folded or not), bare."""
+    text = field.decode("utf-8", "replace")
+    name, _, value = text.partition(":")
+    if name.strip().lower() != "message-id":
+        return ""
+    return _bare_message_id(value)
 
 
 def _fetched_message(uid: int, data: dict[bytes, Any] | None) -> FetchedMessage | None:

@@ -463,6 +463,9 @@ class OutboundMessage(models.Model):
     sent_copy_error = models.TextField(blank=True)
     sent_copy_attempts = models.PositiveIntegerField(default=0)
     sent_copy_claimed_at = models.DateTimeField(null=True, blank=True)
+    sent_copy_next_attempt_at = models.DateTimeField(
+        null=True, blank=True, help_text="When a Sent-folder copy that failed transiently is tried again."
+    )
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:

@@ -10,6 +10,7 @@ several apps' parts is put together here:
 - Attachment: registered here with the other mailboxes models (mailboxes has no admin.py);
 - AutoReply: autoresponse's `AutoReplyAdmin` with the resend action: it enqueues the send task
   (`mailhub.tasks`), which autoresponse can't import.
+- OutboundMessage: staff's answers, read-only, with "Send again" (it enqueues the send task).
 
 Every page, here and in the apps, shows only the rows of the user's mailboxes
 (`MailboxScopedMixin`, mailboxes/admin_access.py).
@@ -33,12 +34,13 @@ from autoresponse.models import AutoReply
 from autoresponse.services import auto_replies_resend_by_hand
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
 from mailboxes.encryption import CIPHERTEXT_PREFIX
-from mailboxes.models import Attachment, Email, HistoryImport, Mailbox, ProcessingStatus
+from mailboxes.models import Attachment, Email, HistoryImport, Mailbox, OutboundMessage, ProcessingStatus
 from mailboxes.services import mailbox_test_connection
+from mailboxes.services.sending import outbound_send_again
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
 from .status import mailbox_state, mailboxes_annotate_status
-from .tasks import send_auto_reply
+from .tasks import send_auto_reply, send_outbound
 
 if TYPE_CHECKING:
     from .status import AnnotatedMailbox
@@ -50,9 +52,10 @@ if TYPE_CHECKING:
     _EmailAdminBase = admin.ModelAdmin[Email]
     _AttachmentAdminBase = admin.ModelAdmin[Attachment]
     _AttachmentInlineBase = admin.TabularInline[Attachment, Email]
+    _OutboundAdminBase = admin.ModelAdmin[OutboundMessage]
 else:
     _MailboxFormBase = forms.ModelForm
-    _MailboxAdminBase = _EmailAdminBase = _AttachmentAdminBase = admin.ModelAdmin
+    _MailboxAdminBase = _EmailAdminBase = _AttachmentAdminBase = _OutboundAdminBase = admin.ModelAdmin
     _AttachmentInlineBase = admin.TabularInline
 
 
@@ -147,6 +150,8 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
         "is_active",
         "state",
         "backlog",
+        "answers_failed",
+        "answers_uncertain",
         "last_polled_at",
         "last_success_at",
         "consecutive_failures",
@@ -240,6 +245,14 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
     @admin.display(description="backlog", ordering="status_backlog")
     def backlog(self, mailbox: AnnotatedMailbox) -> int:
         return mailbox.status_backlog
+
+    @admin.display(description="answers failed", ordering="status_outbound_failed")
+    def answers_failed(self, mailbox: AnnotatedMailbox) -> int:
+        return mailbox.status_outbound_failed
+
+    @admin.display(description="answers of unknown outcome", ordering="status_outbound_uncertain")
+    def answers_uncertain(self, mailbox: AnnotatedMailbox) -> int:
+        return mailbox.status_outbound_uncertain
 
     @admin.display(description="last error")
     def short_last_error(self, mailbox: Mailbox) -> str:
@@ -386,5 +399,84 @@ class AutoReplyAdminWithActions(AutoReplyAdmin):
                 request,
                 f"{skipped} skipped: only unknown-outcome or failed auto-replies with a message "
                 "can be resent.",
+                messages.WARNING,
+            )
+
+
+# --- Staff's answers -------------------------------------------------------------------------
+
+
+@admin.register(OutboundMessage)
+class OutboundMessageAdmin(MailboxScopedMixin, _OutboundAdminBase):
+    """Read-only: an answer is written on the staff pages and its delivery is the services'.
+    "Send again" is the one thing a person does here, after checking it did not arrive."""
+
+    list_display = (
+        "email",
+        "mailbox",
+        "status",
+        "short_reason",
+        "attempts",
+        "sent_at",
+        "sent_copy_status",
+        "sent_by",
+        "created_at",
+    )
+    list_filter = ("status", "sent_copy_status", ("email__mailbox", MAILBOX_FILTER))
+    search_fields = ("email__subject", "email__message_id")
+    list_select_related = ("email", "email__mailbox", "sent_by")
+    actions = ["send_again"]
+    fields = readonly_fields = (
+        "email",
+        "sent_by",
+        "envelope_recipients",
+        "bcc",
+        "status",
+        "reason",
+        "attempts",
+        "next_attempt_at",
+        "claimed_at",
+        "sent_at",
+        "sent_copy_status",
+        "sent_copy_error",
+        "sent_copy_attempts",
+        "sent_copy_next_attempt_at",
+        "sent_copy_claimed_at",
+        "submission_key",
+        "created_at",
+    )
+
+    def has_add_permission(self, request: HttpRequest) -> bool:
+        return False
+
+    def has_delete_permission(self, request: HttpRequest, obj: OutboundMessage | None = None) -> bool:
+        return False
+
+    @admin.display(description="mailbox", ordering="email__mailbox__label")
+    def mailbox(self, outbound: OutboundMessage) -> Mailbox:
+        return outbound.email.mailbox
+
+    @admin.display(description="reason")
+    def short_reason(self, outbound: OutboundMessage) -> str:
+        return (outbound.reason[:80] + "…") if len(outbound.reason) > 80 else outbound.reason
+
+    @admin.action(
+        description="Send again (failed or unknown outcome: check it did not arrive first)",
+        permissions=["change"],
+    )
+    def send_again(self, request: HttpRequest, queryset: QuerySet[OutboundMessage]) -> None:
+        moved = [
+            outbound_id
+            for outbound_id in queryset.values_list("pk", flat=True)
+            if outbound_send_again(outbound_id=outbound_id, requested_by=request.user.get_username())
+        ]
+        for outbound_id in moved:
+            transaction.on_commit(partial(send_outbound.delay, outbound_id))
+        self.message_user(request, f"{len(moved)} answer(s) queued to be sent again.", messages.SUCCESS)
+        skipped = queryset.count() - len(moved)
+        if skipped:
+            self.message_user(
+                request,
+                f"{skipped} skipped: only failed answers and those of unknown outcome can be sent again.",
                 messages.WARNING,
             )

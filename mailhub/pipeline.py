@@ -17,9 +17,16 @@ from typing import Protocol
 from autoresponse.models import AutoReplyStatus
 from autoresponse.selectors import auto_replies_due
 from autoresponse.services import auto_replies_mark_stale_sending, auto_reply_send
-from mailboxes.models import OutboundStatus
+from mailboxes.models import OutboundStatus, SentCopyStatus
 from mailboxes.services import PollResult, mailbox_poll
-from mailboxes.services.sending import outbound_send, outbounds_due, outbounds_mark_stale_sending
+from mailboxes.services.sending import (
+    outbound_copies_due,
+    outbound_copies_reset_stale,
+    outbound_copy_to_sent,
+    outbound_send,
+    outbounds_due,
+    outbounds_mark_stale_sending,
+)
 from processing.services import (
     ProcessingOutcome,
     ProcessingResult,
@@ -27,6 +34,7 @@ from processing.services import (
     emails_needing_processing,
     emails_process_batch,
 )
+from processing.services.cases import case_first_response_record
 
 # Emails processed in one transaction (one task on the queue).
 PROCESSING_BATCH_SIZE = 100
@@ -42,6 +50,8 @@ class Dispatch(Protocol):
     def send(self, auto_reply_id: int) -> None: ...
 
     def send_outbound(self, outbound_id: int) -> None: ...
+
+    def copy_to_sent(self, outbound_id: int) -> None: ...
 
     def stale_before(self) -> datetime | None:
         """Work older than this lost its task and is dispatched again (None: all of it)."""
@@ -69,6 +79,11 @@ def mailbox_poll_step(*, mailbox_id: int, dispatch: Dispatch) -> PollResult:
     outbounds_mark_stale_sending(mailbox_id=mailbox_id)
     for outbound_id in outbounds_due(mailbox_id=mailbox_id, created_before=stale_before):
         dispatch.send_outbound(outbound_id)
+    # Sent-folder copies whose task was lost, whose backoff is over, or whose worker died while
+    # appending (back to pending first: the folder is searched before every APPEND).
+    outbound_copies_reset_stale(mailbox_id=mailbox_id)
+    for outbound_id in outbound_copies_due(mailbox_id=mailbox_id, sent_before=stale_before):
+        dispatch.copy_to_sent(outbound_id)
     return result
 
 
@@ -96,9 +111,20 @@ def auto_reply_send_step(*, auto_reply_id: int) -> AutoReplyStatus:
     return AutoReplyStatus(auto_reply_send(auto_reply_id=auto_reply_id).status)
 
 
-def outbound_send_step(*, outbound_id: int) -> OutboundStatus:
-    """Send one answer of staff (at most once)."""
-    return OutboundStatus(outbound_send(outbound_id=outbound_id).status)
+def outbound_send_step(*, outbound_id: int, dispatch: Dispatch) -> OutboundStatus:
+    """Send one answer of staff (at most once); once sent, its copy goes to the Sent folder."""
+    outbound = outbound_send(outbound_id=outbound_id)
+    status = OutboundStatus(outbound.status)
+    if status == OutboundStatus.SENT and outbound.sent_at is not None:
+        # Idempotent (only while the case has none), so a task delivered twice records it once.
+        case_first_response_record(email_id=outbound.email_id, at=outbound.sent_at)
+        dispatch.copy_to_sent(outbound_id)
+    return status
+
+
+def outbound_copy_to_sent_step(*, outbound_id: int) -> SentCopyStatus:
+    """Append a sent answer to its mailbox's Sent folder (at most one copy there)."""
+    return SentCopyStatus(outbound_copy_to_sent(outbound_id=outbound_id).sent_copy_status)
 
 
 class InlineDispatch:
@@ -122,7 +148,10 @@ class InlineDispatch:
             self.counts.auto_replies_sent += 1
 
     def send_outbound(self, outbound_id: int) -> None:
-        outbound_send_step(outbound_id=outbound_id)
+        outbound_send_step(outbound_id=outbound_id, dispatch=self)
+
+    def copy_to_sent(self, outbound_id: int) -> None:
+        outbound_copy_to_sent_step(outbound_id=outbound_id)
 
     def stale_before(self) -> datetime | None:
         return None  # nothing is queued: everything unfinished is ours now

@@ -18,7 +18,7 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from autoresponse.models import AutoReply, AutoReplyStatus
-from mailboxes.models import Email, Mailbox, ProcessingStatus
+from mailboxes.models import Email, Mailbox, OutboundMessage, OutboundStatus, ProcessingStatus
 
 if TYPE_CHECKING:
     # Only for the checker: django-stubs-ext is a development dependency.
@@ -63,6 +63,10 @@ class MailboxStatus:
     next_poll_at: datetime | None
     auto_replies_pending: int
     auto_replies_failed: int
+    # Staff's answers that need a person: failed ones and those whose outcome is unknown (never
+    # sent again automatically).
+    outbound_failed: int
+    outbound_uncertain: int
     state: MailboxState
 
     @property
@@ -86,6 +90,8 @@ class StatusCounts(TypedDict):
     status_backlog: int
     status_auto_replies_pending: int
     status_auto_replies_failed: int
+    status_outbound_failed: int
+    status_outbound_uncertain: int
 
 
 if TYPE_CHECKING:
@@ -106,7 +112,8 @@ def _count(queryset: QuerySet[Any], outer_field: str) -> Coalesce:
 
 
 def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> QuerySet[AnnotatedMailbox]:
-    """Mailboxes with `status_backlog`, `status_auto_replies_pending`, `status_auto_replies_failed`.
+    """Mailboxes with the StatusCounts columns (backlog, auto-replies pending and failed, answers
+    failed and of unknown outcome).
 
     Subqueries rather than Count() over joins: two reverse joins (emails, their auto-replies) in
     one GROUP BY would multiply each other's rows, and the subqueries keep the queryset usable by
@@ -120,6 +127,12 @@ def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> Quer
         ),
         status_auto_replies_failed=_count(
             AutoReply.objects.filter(status__in=AUTO_REPLY_FAILED_STATUSES), "email__mailbox"
+        ),
+        status_outbound_failed=_count(
+            OutboundMessage.objects.filter(status=OutboundStatus.FAILED), "email__mailbox"
+        ),
+        status_outbound_uncertain=_count(
+            OutboundMessage.objects.filter(status=OutboundStatus.UNCERTAIN), "email__mailbox"
         ),
     )
 
@@ -161,6 +174,8 @@ def _status_of(mailbox: AnnotatedMailbox, now: datetime) -> MailboxStatus:
         next_poll_at=mailbox.next_poll_at,
         auto_replies_pending=mailbox.status_auto_replies_pending,
         auto_replies_failed=mailbox.status_auto_replies_failed,
+        outbound_failed=mailbox.status_outbound_failed,
+        outbound_uncertain=mailbox.status_outbound_uncertain,
         state=mailbox_state(mailbox, now=now),
     )
 

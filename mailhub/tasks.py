@@ -16,7 +16,13 @@ from autoresponse.models import AutoReply, AutoReplyStatus
 from autoresponse.services import MAX_SEND_ATTEMPTS, auto_reply_send
 from mailboxes.services import mailboxes_claim_due_polls
 
-from .pipeline import email_process_step, emails_process_batch_step, mailbox_poll_step, outbound_send_step
+from .pipeline import (
+    email_process_step,
+    emails_process_batch_step,
+    mailbox_poll_step,
+    outbound_copy_to_sent_step,
+    outbound_send_step,
+)
 
 
 class QueuedDispatch:
@@ -35,6 +41,9 @@ class QueuedDispatch:
 
     def send_outbound(self, outbound_id: int) -> None:
         send_outbound.delay(outbound_id)
+
+    def copy_to_sent(self, outbound_id: int) -> None:
+        copy_outbound_to_sent.delay(outbound_id)
 
     def stale_before(self) -> datetime | None:
         return timezone.now() - timedelta(seconds=settings.MAILHUB_REQUEUE_PENDING_AFTER)
@@ -84,4 +93,11 @@ def send_auto_reply(self: Task[[int], None], auto_reply_id: int) -> None:
 def send_outbound(outbound_id: int) -> None:
     # Transient failures leave the row pending with a backoff time; the next poll of its mailbox
     # sends it when that is over (never this task retrying on its own: the claim decides).
-    outbound_send_step(outbound_id=outbound_id)
+    outbound_send_step(outbound_id=outbound_id, dispatch=QueuedDispatch())
+
+
+@shared_task(name="mailhub.copy_outbound_to_sent", ignore_result=True)
+def copy_outbound_to_sent(outbound_id: int) -> None:
+    # Like the send: a transient IMAP error leaves the copy pending with a backoff time and the
+    # next poll of its mailbox dispatches it again; the claim decides, never a retry of this task.
+    outbound_copy_to_sent_step(outbound_id=outbound_id)

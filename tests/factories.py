@@ -169,3 +169,48 @@ class AutoReplyFactory(factory.django.DjangoModelFactory):
     rule_name = factory.LazyAttribute(lambda reply: reply.rule.name)
     status = "suppressed"
     reason = "Precedence: bulk"
+
+
+# Kept here with the factory (the file's top is shared with the other parts of issue 12).
+from email.message import EmailMessage  # noqa: E402
+from email.utils import format_datetime, make_msgid  # noqa: E402
+from uuid import uuid4  # noqa: E402
+
+from django.utils import timezone  # noqa: E402
+
+from mailboxes.models import OutboundMessage  # noqa: E402
+from mailboxes.services.storing import email_store_outgoing  # noqa: E402
+
+
+def outbound_message(
+    *,
+    mailbox: Mailbox,
+    to: tuple[str, ...] = ("ann@customer.example",),
+    cc: tuple[str, ...] = (),
+    bcc: tuple[str, ...] = (),
+    subject: str = "Re: Your order",
+    body: str = "Thanks, it ships tomorrow.\n",
+    sent_by: User | None = None,
+    **fields: Any,
+) -> OutboundMessage:
+    """An answer of staff as the answer service makes one: an outgoing Email stored from the exact
+    bytes (built with email.message.EmailMessage; Bcc only in the envelope) and its
+    OutboundMessage. `fields` are OutboundMessage fields (status, sent_copy_status, ...)."""
+    message = EmailMessage()
+    message["From"] = f"{mailbox.label} <{mailbox.email}>"
+    message["To"] = ", ".join(to)
+    if cc:
+        message["Cc"] = ", ".join(cc)
+    message["Subject"] = subject
+    message["Date"] = format_datetime(timezone.now())
+    message["Message-ID"] = make_msgid(idstring=uuid4().hex, domain=mailbox.email.rpartition("@")[2])
+    message.set_content(body)
+    raw = message.as_bytes().replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+    email = email_store_outgoing(mailbox=mailbox, raw=raw, sent_by_id=sent_by.pk if sent_by else None)
+    values: dict[str, Any] = {
+        "submission_key": uuid4().hex,
+        "sent_by": sent_by,
+        "envelope_recipients": [*to, *cc, *bcc],
+        "bcc": [["", address] for address in bcc],
+    }
+    return OutboundMessage.objects.create(email=email, **(values | fields))

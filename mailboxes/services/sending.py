@@ -21,7 +21,8 @@ from django.utils import timezone
 
 from mailboxes.backoff import backoff_delay
 from mailboxes.encryption import SecretDecryptionError
-from mailboxes.models import Mailbox, OutboundMessage, OutboundStatus
+from mailboxes.imap import ImapError, imap_session
+from mailboxes.models import Mailbox, OutboundMessage, OutboundStatus, SentCopyStatus
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
 logger = logging.getLogger("mailhub.sending")
@@ -161,4 +162,137 @@ def outbounds_due(*, mailbox_id: int, created_before: datetime | None) -> list[i
     )
     if created_before is not None:
         due = due.filter(Q(created_at__lt=created_before) | Q(next_attempt_at__isnull=False))
+    return list(due.order_by("pk").values_list("pk", flat=True)[:200])
+
+
+# --- The copy in the Sent folder -------------------------------------------------------------
+#
+# After the send, the same bytes are appended over IMAP to the mailbox's Sent folder, flagged
+# \Seen, so that people who read the mailbox in a mail client see the team's answers. The copy
+# is claimed like the send (pending -> appending); what makes a retry safe is that the folder is
+# searched for the Message-ID before every APPEND: an APPEND whose answer was lost (or whose
+# worker died) left either no copy, and the next attempt appends one, or a copy, which the search
+# finds. So an interrupted copy goes back to pending, unlike an interrupted send.
+
+MAX_SENT_COPY_ATTEMPTS = 6
+SEEN = b"\\Seen"
+
+
+def stale_appending_after() -> timedelta:
+    """How long a copy may stay 'appending' before its worker counts as dead: a login, an
+    EXAMINE, a SEARCH, a FETCH, an APPEND (maybe twice, with a CREATE), each bounded by
+    MAILHUB_NETWORK_TIMEOUT, plus a margin. Going back to pending too early is harmless (the
+    search finds a copy that got there), only wasteful."""
+    return timedelta(seconds=10 * settings.MAILHUB_NETWORK_TIMEOUT) + timedelta(minutes=5)
+
+
+def sent_copy_retry_delay(attempts: int) -> timedelta:
+    return backoff_delay(attempt=attempts, first=60, cap=3600, jitter=0.2)
+
+
+def outbound_copy_to_sent(*, outbound_id: int) -> OutboundMessage:
+    """Append a SENT message's bytes to its mailbox's Sent folder, at most once.
+
+    Only a sent message whose copy is pending (and whose backoff is over) is claimed. No Sent
+    folder configured: not_wanted. The folder is searched for the Message-ID first and the copy
+    is appended only if none is there. Permanent IMAP errors (and an undecryptable IMAP secret)
+    fail the copy with the reason; transient ones put it back to pending with a backoff, bounded.
+    Nothing here ever changes the send's own status.
+    """
+    now = timezone.now()
+    claimed = (
+        OutboundMessage.objects.filter(
+            pk=outbound_id, status=OutboundStatus.SENT, sent_copy_status=SentCopyStatus.PENDING
+        )
+        .filter(Q(sent_copy_next_attempt_at__isnull=True) | Q(sent_copy_next_attempt_at__lte=now))
+        .update(
+            sent_copy_status=SentCopyStatus.APPENDING,
+            sent_copy_claimed_at=now,
+            sent_copy_attempts=F("sent_copy_attempts") + 1,
+        )
+    )
+    outbound = OutboundMessage.objects.select_related("email").get(pk=outbound_id)
+    if not claimed:
+        return outbound
+    email = outbound.email
+    mailbox = Mailbox.objects.get(pk=email.mailbox_id)
+    folder = mailbox.imap_sent_folder.strip()
+    if not folder:
+        return _copy_finish(outbound, SentCopyStatus.NOT_WANTED, "")
+    if not email.message_id:
+        # Without an id the search-first rule can't work: a retry could append a second copy.
+        return _copy_finish(outbound, SentCopyStatus.FAILED, "the message has no Message-ID to find it again")
+    try:
+        imap = mailbox.imap_settings()
+    except SecretDecryptionError as exc:
+        return _copy_finish(outbound, SentCopyStatus.FAILED, f"IMAP password of the mailbox unusable: {exc}")
+    try:
+        with email.raw.open("rb") as stored:
+            message = stored.read()
+    except OSError as exc:
+        return _copy_finish(outbound, SentCopyStatus.FAILED, f"the stored message can't be read: {exc}")
+    try:
+        with imap_session(imap) as connection:
+            if connection.find_message_id(folder, email.message_id):
+                logger.info("outbound %s: already in folder %r, not appended again", outbound.pk, folder)
+            else:
+                connection.append_message(folder, message, flags=(SEEN,), when=outbound.sent_at)
+    except ImapError as exc:
+        if exc.permanent or outbound.sent_copy_attempts >= MAX_SENT_COPY_ATTEMPTS:
+            return _copy_finish(outbound, SentCopyStatus.FAILED, str(exc))
+        return _copy_finish(
+            outbound,
+            SentCopyStatus.PENDING,
+            str(exc),
+            next_attempt_at=timezone.now() + sent_copy_retry_delay(outbound.sent_copy_attempts),
+        )
+    except Exception as exc:
+        # A bug or an unforeseen library error: only its type in the row (its text may quote what
+        # it choked on); retried like a transient error, which the search-first rule makes safe.
+        logger.exception("outbound %s: unexpected error while copying to the Sent folder", outbound.pk)
+        reason = f"unexpected {type(exc).__name__} while appending to the Sent folder"
+        if outbound.sent_copy_attempts >= MAX_SENT_COPY_ATTEMPTS:
+            return _copy_finish(outbound, SentCopyStatus.FAILED, reason)
+        return _copy_finish(
+            outbound,
+            SentCopyStatus.PENDING,
+            reason,
+            next_attempt_at=timezone.now() + sent_copy_retry_delay(outbound.sent_copy_attempts),
+        )
+    return _copy_finish(outbound, SentCopyStatus.DONE, "")
+
+
+def _copy_finish(
+    outbound: OutboundMessage, status: SentCopyStatus, error: str, *, next_attempt_at: datetime | None = None
+) -> OutboundMessage:
+    outbound.sent_copy_status, outbound.sent_copy_error = status, error
+    outbound.sent_copy_next_attempt_at = next_attempt_at
+    outbound.save(update_fields=["sent_copy_status", "sent_copy_error", "sent_copy_next_attempt_at"])
+    if error:
+        logger.warning("outbound %s: Sent-folder copy %s: %s", outbound.pk, status, error)
+    return outbound
+
+
+def outbound_copies_reset_stale(*, mailbox_id: int) -> int:
+    """Copies left 'appending' longer than `stale_appending_after()` belong to a worker that died:
+    back to pending, which the search-first rule makes safe. Returns how many."""
+    return OutboundMessage.objects.filter(
+        email__mailbox_id=mailbox_id,
+        sent_copy_status=SentCopyStatus.APPENDING,
+        sent_copy_claimed_at__lt=timezone.now() - stale_appending_after(),
+    ).update(
+        sent_copy_status=SentCopyStatus.PENDING,
+        sent_copy_next_attempt_at=None,
+        sent_copy_error="interrupted while appending; tried again (the folder is searched first)",
+    )
+
+
+def outbound_copies_due(*, mailbox_id: int, sent_before: datetime | None) -> list[int]:
+    """Sent messages of the mailbox whose copy is pending, whose backoff is over and that lost
+    their task (sent before `sent_before`, or waiting for a backoff; None: all of them)."""
+    due = OutboundMessage.objects.filter(
+        email__mailbox_id=mailbox_id, status=OutboundStatus.SENT, sent_copy_status=SentCopyStatus.PENDING
+    ).filter(Q(sent_copy_next_attempt_at__isnull=True) | Q(sent_copy_next_attempt_at__lte=timezone.now()))
+    if sent_before is not None:
+        due = due.filter(Q(sent_at__lt=sent_before) | Q(sent_copy_next_attempt_at__isnull=False))
     return list(due.order_by("pk").values_list("pk", flat=True)[:200])

@@ -110,9 +110,29 @@ def email_store_fetched(
             logger.exception("parser failed on uid %s of mailbox %s", uid, mailbox.pk)
             parsed = ParsedEmail.empty(problem=f"parser crashed: {type(exc).__name__}: {exc}")
         identity = message_identity(raw, parsed.message_id)
-    existing = Email.objects.filter(mailbox=mailbox, identity=identity).values_list("pk", flat=True).first()
+        own = _own_outgoing(mailbox, parsed)
+        if own is not None:
+            # Our own answer met again: the Sent folder is the polled folder, the server filed
+            # it there, or a Bcc to the mailbox itself. Its bytes may differ from what we sent
+            # (a Received line, a footer the server added), so the identity can't tell.
+            logger.info(
+                "mailbox %s UID %s: our own sent message (email %s), not stored again", mailbox.pk, uid, own
+            )
+            return StoreOutcome(email=None, duplicate_of=own)
+    fields = ("pk", "direction", "from_address")
+    existing = Email.objects.filter(mailbox=mailbox, identity=identity).values(*fields).first()
+    if (
+        existing is not None
+        and existing["direction"] == EmailDirection.OUTGOING
+        and existing["from_address"].lower() != parsed.from_address.lower()
+    ):
+        # Same Message-ID and body as one of our answers, but another From: a forgery or a broken
+        # sender reusing our id. Stored, never dropped, under an identity of its own (so that its
+        # next copy is still recognised as a duplicate of it).
+        identity = hashlib.sha256(f"not-ours:{identity}:{parsed.from_address.lower()}".encode()).hexdigest()
+        existing = Email.objects.filter(mailbox=mailbox, identity=identity).values(*fields).first()
     if existing is not None:
-        return StoreOutcome(email=None, duplicate_of=existing)
+        return StoreOutcome(email=None, duplicate_of=existing["pk"])
 
     where = f"mailbox {mailbox.pk}, UID {uid}, Message-ID {limits.cut_chars(parsed.message_id, 200)!r}"
     written = written_files if written_files is not None else []
@@ -198,6 +218,34 @@ def email_store_outgoing(
         email.save()
         _attachments_store(email, parsed, written)
     return email
+
+
+def _own_outgoing(mailbox: Mailbox, parsed: ParsedEmail) -> int | None:
+    """The outgoing email of `mailbox` that this fetched message is a copy of, if any: the same
+    Message-ID AND From the mailbox's own address. A stranger reusing our Message-ID with another
+    From is not ours and is stored.
+
+    The parser already writes every Message-ID as "<id>" without whitespace (RFC 5322 §3.6.4:
+    CFWS and folding are not part of it), so spellings with other brackets or folding compare
+    equal; case is compared loosely too, since some servers rewrite it and our ids are random
+    enough that two differing only in case are the same. Addresses compare case-insensitively.
+    The query runs only for mail from the mailbox's own address, through the (mailbox,
+    from_address) index.
+    """
+    own_address = mailbox.email.strip().lower()
+    if not parsed.message_id or not own_address or parsed.from_address.strip().lower() != own_address:
+        return None
+    return (
+        Email.objects.filter(
+            mailbox=mailbox,
+            direction=EmailDirection.OUTGOING,
+            from_address__in={mailbox.email, own_address, parsed.from_address},
+            message_id__iexact=parsed.message_id,
+        )
+        .order_by("pk")
+        .values_list("pk", flat=True)
+        .first()
+    )
 
 
 class EmailStoreFailed(Exception):

@@ -11,7 +11,7 @@ from django.test.utils import CaptureQueriesContext
 from django.urls import reverse
 from django.utils import timezone
 
-from mailboxes.models import Mailbox, ProcessingStatus
+from mailboxes.models import Mailbox, OutboundStatus, ProcessingStatus
 from mailhub.status import mailbox_statuses
 from tests.factories import (
     AutoReplyFactory,
@@ -19,6 +19,7 @@ from tests.factories import (
     EmailFactory,
     MailboxFactory,
     UserFactory,
+    outbound_message,
 )
 
 pytestmark = pytest.mark.django_db
@@ -193,6 +194,10 @@ def test_command_prints_a_table_and_exits_0_when_all_is_well(capsys):
         "PENDING",
         "REPLIES",
         "FAILED",
+        "ANSWERS",
+        "FAILED",
+        "ANSWERS",
+        "UNCERTAIN",
         "LAST",
         "ERROR",
     ]
@@ -201,8 +206,8 @@ def test_command_prints_a_table_and_exits_0_when_all_is_well(capsys):
     assert lines[2].split()[1:3] == ["Support", "ok"]
     assert "12s ago" in lines[2]
     assert lines[1].index("inactive") == lines[2].index("ok") == lines[0].index("STATE")
-    # failures, backlog, replies pending, replies failed (no last error: the line ends there)
-    assert lines[2].split()[-4:] == ["0", "1", "0", "0"]
+    # failures, backlog, replies pending and failed, answers failed and uncertain (no last error)
+    assert lines[2].split()[-6:] == ["0", "1", "0", "0", "0", "0"]
     assert lines[-1] == "2 mailbox(es): 1 inactive, 1 ok"
 
 
@@ -277,6 +282,8 @@ def test_json_output_parses(capsys):
         "next_poll_at",
         "auto_replies_pending",
         "auto_replies_failed",
+        "outbound_failed",
+        "outbound_uncertain",
         "state",
     }
 
@@ -287,3 +294,19 @@ def test_json_ok_when_no_mailbox_needs_attention(capsys):
     document = json.loads(capsys.readouterr().out)
     assert document["ok"] is True
     assert [m["state"] for m in document["mailboxes"]] == ["ok"]
+
+
+def test_failed_and_uncertain_answers_are_counted_per_mailbox():
+    box, other = _mailbox("Support"), _mailbox("Sales")
+    for status in (
+        OutboundStatus.FAILED,
+        OutboundStatus.FAILED,
+        OutboundStatus.UNCERTAIN,
+        OutboundStatus.SENT,
+    ):
+        outbound_message(mailbox=box, status=status)
+    outbound_message(mailbox=other, status=OutboundStatus.UNCERTAIN)
+    outbound_message(mailbox=other, status=OutboundStatus.PENDING)
+    statuses = {status.label: status for status in mailbox_statuses()}
+    assert (statuses["Support"].outbound_failed, statuses["Support"].outbound_uncertain) == (2, 1)
+    assert (statuses["Sales"].outbound_failed, statuses["Sales"].outbound_uncertain) == (0, 1)

@@ -41,8 +41,8 @@ def _one_line(text: str) -> str:
 class Command(BaseCommand):
     help = (
         "Show the state of every mailbox (ok, failing, stale, inactive), its lag, processing "
-        "backlog and auto-reply queue. Exits 1 when a mailbox is failing or stale (for cron and "
-        "monitoring), 0 otherwise."
+        "backlog, auto-reply queue and staff's answers that failed or whose outcome is unknown. "
+        "Exits 1 when a mailbox is failing or stale (for cron and monitoring), 0 otherwise."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -85,9 +85,11 @@ class Command(BaseCommand):
             "BACKLOG",
             "REPLIES PENDING",
             "REPLIES FAILED",
+            "ANSWERS FAILED",
+            "ANSWERS UNCERTAIN",
             "LAST ERROR",
         )
-        numeric = {0, 6, 7, 8, 9}
+        numeric = {0, 6, 7, 8, 9, 10, 11}
         rows = [
             (
                 str(status.id),
@@ -100,6 +102,8 @@ class Command(BaseCommand):
                 str(status.backlog),
                 str(status.auto_replies_pending),
                 str(status.auto_replies_failed),
+                str(status.outbound_failed),
+                str(status.outbound_uncertain),
                 _one_line(status.last_error),
             )
             for status in statuses
