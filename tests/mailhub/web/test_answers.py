@@ -316,9 +316,10 @@ def test_uncertain_answer_needs_the_box_ticked_to_be_sent_again(
     assert outbound.status == OutboundStatus.UNCERTAIN
 
 
-def test_outgoing_email_is_marked_in_the_case_list_of_emails(
+def test_outgoing_email_is_marked_in_the_case_timeline(
     client_for, original, django_capture_on_commit_callbacks
 ):
     send(client_for, original, django_capture_on_commit_callbacks)
     page = client_for.get(original.case.get_absolute_url()).content.decode()
-    assert "↗ sent by alex" in page
+    assert "<strong>alex</strong> sent" in page
+    assert '<span class="badge outbound-sent" data-testid="outbound-status">Sent</span>' in page
