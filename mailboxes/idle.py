@@ -100,7 +100,9 @@ class IdleConnection:
             raise RuntimeError("not idling")
         line = await self._read_line()
         if line.startswith(b"* BYE"):
-            raise ImapError(f"IMAP server {self._where} closed the IDLE session: {_text(line)}", permanent=False)
+            raise ImapError(
+                f"IMAP server {self._where} closed the IDLE session: {_text(line)}", permanent=False
+            )
         tagged = _TAGGED.match(line)
         if tagged and tagged["tag"] == self._idle_tag:
             # RFC 2177 allows the server to end IDLE on its own (e.g. at its inactivity timeout).
@@ -118,13 +120,15 @@ class IdleConnection:
             return []
         self._idle_tag = None
         await self._send(b"DONE\r\n")
-        events = []
+        events: list[IdleEvent] = []
         while True:
             line = await self._read_line()
             tagged = _TAGGED.match(line)
             if tagged and tagged["tag"] == tag:
                 if tagged["status"].upper() != b"OK":
-                    raise ImapError(f"IMAP server {self._where} answered DONE with {_text(line)}", permanent=False)
+                    raise ImapError(
+                        f"IMAP server {self._where} answered DONE with {_text(line)}", permanent=False
+                    )
                 return events
             numbered = _NUMBERED.match(line)
             if numbered and numbered["name"].upper() == b"EXISTS":
@@ -149,9 +153,13 @@ class IdleConnection:
     async def _start(self, oauth2_token: str | None) -> None:
         greeting = await self._read_line()
         if greeting.startswith(b"* BYE"):
-            raise ImapError(f"IMAP server {self._where} refused the connection: {_text(greeting)}", permanent=False)
+            raise ImapError(
+                f"IMAP server {self._where} refused the connection: {_text(greeting)}", permanent=False
+            )
         if not greeting.startswith((b"* OK", b"* PREAUTH")):
-            raise ImapError(f"IMAP server {self._where} sent no IMAP greeting: {_text(greeting)}", permanent=True)
+            raise ImapError(
+                f"IMAP server {self._where} sent no IMAP greeting: {_text(greeting)}", permanent=True
+            )
         self._capabilities_from(greeting)
         if not self.capabilities:
             await self._capability()
@@ -263,7 +271,7 @@ class IdleConnection:
         """Send one command; its untagged lines, or ImapError on NO/BAD (never quoting `command`)."""
         tag = self._next_tag()
         await self._send(tag + b" " + command + b"\r\n")
-        untagged = []
+        untagged: list[bytes] = []
         while True:
             line = await self._read_line()
             tagged = _TAGGED.match(line)
@@ -308,7 +316,9 @@ class IdleConnection:
         try:
             return await read
         except asyncio.IncompleteReadError as exc:
-            raise ImapError(f"IMAP connection to {self._where} closed by the server", permanent=False) from exc
+            raise ImapError(
+                f"IMAP connection to {self._where} closed by the server", permanent=False
+            ) from exc
         except (ConnectionError, ssl.SSLError) as exc:
             raise ImapError(f"IMAP connection to {self._where} failed: {exc}", permanent=False) from exc
 
@@ -344,7 +354,8 @@ async def idle_connect(
         )
     except ssl.SSLCertVerificationError as exc:
         raise ImapError(
-            f"IMAP TLS certificate of {where} rejected: {certificate_problem(exc, imap.ca_file)}", permanent=True
+            f"IMAP TLS certificate of {where} rejected: {certificate_problem(exc, imap.ca_file)}",
+            permanent=True,
         ) from exc
     except ssl.SSLError as exc:
         hint = " (security setting mismatch? 'ssl' is implicit TLS)" if exc.reason in NOT_TLS_REASONS else ""
@@ -364,7 +375,8 @@ async def idle_connect(
     except ssl.SSLCertVerificationError as exc:
         connection.close()
         raise ImapError(
-            f"IMAP TLS certificate of {where} rejected: {certificate_problem(exc, imap.ca_file)}", permanent=True
+            f"IMAP TLS certificate of {where} rejected: {certificate_problem(exc, imap.ca_file)}",
+            permanent=True,
         ) from exc
     except ImapError:
         connection.close()
