@@ -167,13 +167,15 @@ class IdleSupervisor:
         for mailbox_id in list(self.held):
             await self._drop(mailbox_id)
         self.held.clear()
-        # Polls already running are not interrupted (the poll lease makes that safe anyway).
-        running = [
-            gate.task for gate in self.gates.values() if gate.task is not None and not gate.task.done()
-        ]
-        if running:
-            await asyncio.wait(running, timeout=settings.MAILHUB_NETWORK_TIMEOUT)
+        # The leases first: another supervisor may take over at once.
         await _db(mailboxes_release_idle_leases, token=self.token)
+        # Waiting for queued polls is given up; an inline poll's thread still finishes before the
+        # process exits (or is killed with it: the poll lease makes that safe).
+        for gate in self.gates.values():
+            if gate.task is not None:
+                gate.task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await gate.task
 
     def status(self) -> SupervisorStatus:
         return SupervisorStatus(

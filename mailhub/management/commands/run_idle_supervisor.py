@@ -1,8 +1,8 @@
 """`manage.py run_idle_supervisor`: the IMAP IDLE push supervisor (mailhub/idle.py), one process.
 
-SIGTERM / SIGINT / SIGHUP stop it: its connections are closed, running polls get
-MAILHUB_NETWORK_TIMEOUT seconds to finish, and its IDLE leases are given up so that another
-supervisor can take the mailboxes over at once (a killed one's leases simply expire).
+SIGTERM / SIGINT / SIGHUP stop it within a second: its connections are closed and its IDLE
+leases given up, so that another supervisor can take the mailboxes over at once (a killed one's
+leases simply expire); an inline poll already running finishes first.
 """
 
 import asyncio
