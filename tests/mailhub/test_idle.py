@@ -30,7 +30,8 @@ def message(n: int) -> bytes:
 class RunningSupervisor:
     """An IdleSupervisor on its own event loop in a thread; polls inline, each one recorded."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, poll_seconds: float = 0.0) -> None:
+        self.poll_seconds = poll_seconds  # at least this long per poll: arrivals pile up meanwhile
         self.polls: list[tuple[str, int, float]] = []  # ("start" | "end", mailbox id, monotonic)
         self.supervisor: IdleSupervisor | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -43,7 +44,7 @@ class RunningSupervisor:
         async def poll(mailbox_id: int) -> None:
             self.polls.append(("start", mailbox_id, time.monotonic()))
             try:
-                await base(mailbox_id)
+                await asyncio.gather(base(mailbox_id), asyncio.sleep(self.poll_seconds))
             finally:
                 self.polls.append(("end", mailbox_id, time.monotonic()))
 
@@ -79,11 +80,11 @@ def fast_idle(settings):
 
 
 @pytest.fixture
-def run_supervisor(fast_idle) -> Iterator[Callable[[], RunningSupervisor]]:
+def run_supervisor(fast_idle) -> Iterator[Callable[..., RunningSupervisor]]:
     started: list[RunningSupervisor] = []
 
-    def start() -> RunningSupervisor:
-        running = RunningSupervisor().start()
+    def start(**options: float) -> RunningSupervisor:
+        running = RunningSupervisor(**options).start()
         started.append(running)
         return running
 
@@ -166,12 +167,13 @@ def test_idle_is_reissued_on_the_same_connection_with_a_short_renew(imap_account
 @pytest.mark.integration
 def test_a_burst_of_50_appends_gives_one_poll_at_a_time_and_a_last_one_after(imap_account, run_supervisor):
     mailbox = MailboxFactory.on_dovecot(imap_account)
-    running = run_supervisor()
+    running = run_supervisor(poll_seconds=1.0)
     idle_and_caught_up(running, mailbox)
     before = len(running.polls)
     with imap_account.client() as client:
         for n in range(50):
             client.append("INBOX", message(100 + n))
+            time.sleep(0.1)  # 5 s of arrivals: Dovecot reports several during each poll
         last_append = time.monotonic()
     wait_until(lambda: Email.objects.filter(mailbox=mailbox).count() == 50, timeout=30)
     time.sleep(2)  # a poll asked for by the last EXISTS has time to show up
