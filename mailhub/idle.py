@@ -33,7 +33,7 @@ from typing import ParamSpec, TypeVar
 
 from asgiref.sync import sync_to_async
 from django.conf import settings
-from django.db import close_old_connections
+from django.db import connections
 
 from mailboxes.backoff import backoff_delay
 from mailboxes.encryption import SecretDecryptionError
@@ -55,14 +55,18 @@ PollFunction = Callable[[int], Awaitable[None]]
 
 
 async def _db(function: Callable[P, R], *args: P.args, **kwargs: P.kwargs) -> R:
-    """Run a short database function in a thread; its connection is closed per Django's rules
-    afterwards (CONN_MAX_AGE), as after a request, so threads never keep a broken one."""
+    """Run a short database function in a thread, then close that thread's connection.
+
+    Closed every time, not kept for CONN_MAX_AGE: the calls are few (a refresh every
+    MAILHUB_IDLE_REFRESH_SECONDS, one per (re)connection), and pool threads keeping one open
+    connection each would hold PostgreSQL sessions that nobody uses between refreshes.
+    """
 
     def call() -> R:
         try:
             return function(*args, **kwargs)
         finally:
-            close_old_connections()
+            connections.close_all()
 
     return await sync_to_async(call, thread_sensitive=False)()
 
@@ -345,7 +349,7 @@ def inline_poll(*, threads: int | None = None) -> PollFunction:
             result = mailbox_poll_inline(mailbox_id=mailbox_id)
             logger.debug("IDLE poll: %s", result.summary)
         finally:
-            close_old_connections()
+            connections.close_all()
 
     async def poll(mailbox_id: int) -> None:
         await asyncio.get_running_loop().run_in_executor(executor, run, mailbox_id)

@@ -146,6 +146,7 @@ def test_reconnects_after_dovecot_is_killed_and_restarted(fast_idle, run_supervi
         idle_and_caught_up(running, mailbox, polls=2)
         account.append(message(2))
         wait_until(lambda: stored("<push-2@example.com>"), timeout=10)
+        running.stop()  # while its Dovecot still runs
 
 
 @pytest.mark.integration
