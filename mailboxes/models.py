@@ -184,6 +184,13 @@ class Mailbox(models.Model):
     # Poll lease: one poll per mailbox at a time across all workers; expires if its worker dies.
     poll_lease_token = models.CharField(max_length=64, blank=True, editable=False)
     poll_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    # IDLE lease (mailhub/idle.py): one IDLE connection per mailbox across every supervisor of the
+    # installation; a supervisor renews it while it lives, a dead one's simply expires. `idle_live`
+    # says the holder's connection is idling right now: then polling only runs as a safety net
+    # (MAILHUB_IDLE_SAFETY_POLL_SECONDS), and only while the lease has not expired.
+    idle_lease_token = models.CharField(max_length=64, blank=True, editable=False)
+    idle_lease_expires_at = models.DateTimeField(null=True, blank=True, editable=False)
+    idle_live = models.BooleanField(default=False, editable=False)
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -226,6 +226,29 @@ MAILHUB_ANSWER_MAX_BYTES = env.int("MAILHUB_ANSWER_MAX_BYTES", default=25 * 1024
 # Longest wait between two attempts on a failing mailbox (exponential backoff up to this).
 MAILHUB_POLL_BACKOFF_MAX = env.int("MAILHUB_POLL_BACKOFF_MAX", default=3600)
 
+# --- IMAP IDLE push (mailhub/idle.py, `manage.py run_idle_supervisor`) ---------------------
+# One supervisor process holds an IDLE connection (RFC 2177) per active mailbox whose server
+# offers IDLE, and enqueues that mailbox's poll when the server reports new mail.
+# IDLE is ended (DONE) and issued again after this many seconds: RFC 2177 §3 lets servers drop
+# a client idling for 30 minutes ("re-issue at least every 29 minutes"); 25 leaves margin.
+MAILHUB_IDLE_RENEW_SECONDS = env.float("MAILHUB_IDLE_RENEW_SECONDS", default=25 * 60)
+# No byte from the server for this long (Dovecot says "* OK Still here" every 2 minutes) and the
+# connection is probed with DONE; unanswered within MAILHUB_NETWORK_TIMEOUT it is dead (a NAT
+# that dropped it silently), dropped and reconnected with backoff.
+MAILHUB_IDLE_DEAD_AFTER = env.float("MAILHUB_IDLE_DEAD_AFTER", default=180.0)
+# While a mailbox's IDLE is live, its regular poll only runs this often (the safety net).
+MAILHUB_IDLE_SAFETY_POLL_SECONDS = env.int("MAILHUB_IDLE_SAFETY_POLL_SECONDS", default=900)
+# The supervisor re-reads the active mailboxes (added, deactivated, changed in the admin) and
+# renews its IDLE leases this often; a lease lasts MAILHUB_IDLE_LEASE_SECONDS (a dead
+# supervisor's mailboxes are taken over by another one after at most that long).
+MAILHUB_IDLE_REFRESH_SECONDS = env.float("MAILHUB_IDLE_REFRESH_SECONDS", default=30.0)
+MAILHUB_IDLE_LEASE_SECONDS = env.int("MAILHUB_IDLE_LEASE_SECONDS", default=120)
+# First wait before reconnecting a dropped IDLE connection, doubled per failure up to
+# MAILHUB_POLL_BACKOFF_MAX (with jitter, so the mailboxes of a restarted server spread out).
+MAILHUB_IDLE_RECONNECT_FIRST = env.float("MAILHUB_IDLE_RECONNECT_FIRST", default=2.0)
+# Polls the supervisor runs at once when it polls in its own process (--inline, no broker).
+MAILHUB_IDLE_INLINE_POLLS = env.int("MAILHUB_IDLE_INLINE_POLLS", default=4)
+
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()
 if LOG_FORMAT not in ("plain", "json"):

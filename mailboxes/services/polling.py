@@ -370,6 +370,15 @@ def mailboxes_claim_due_polls(*, now: datetime | None = None) -> list[int]:
     """Ids of active mailboxes whose poll is due, each claimed once (even with several beats)."""
     now = now or timezone.now()
     due = Mailbox.objects.active().filter(Q(next_poll_at__isnull=True) | Q(next_poll_at__lte=now))
+    # While IDLE pushes this mailbox's arrivals (its lease unexpired and its connection idling,
+    # mailhub/idle.py), polling is only the safety net: at most every
+    # MAILHUB_IDLE_SAFETY_POLL_SECONDS. A dead supervisor's lease expires, and polling is back.
+    idle_covers = Q(
+        idle_live=True,
+        idle_lease_expires_at__gt=now,
+        last_polled_at__gt=now - timedelta(seconds=settings.MAILHUB_IDLE_SAFETY_POLL_SECONDS),
+    )
+    due = due.exclude(idle_covers)
     claimed = []
     for mailbox_id, next_poll_at, interval in due.values_list("pk", "next_poll_at", "poll_interval"):
         # Push next_poll_at ahead at once so the poll is not enqueued again while it waits in the

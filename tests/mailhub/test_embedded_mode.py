@@ -214,6 +214,24 @@ def worker_group(data_dir: str, timeout: float = 60) -> int:
     raise AssertionError(f"no worker started in {data_dir}")
 
 
+def idle_pid(data_dir: str) -> int:
+    """The IDLE supervisor's pid (run_mailhub's third child), from the lock file."""
+    text = (Path(data_dir) / "run_mailhub.lock").read_text()
+    return int(text.split("idle=")[1].split()[0])
+
+
+def test_run_mailhub_starts_the_idle_supervisor_and_stops_it(run_env):
+    env, data_dir = run_env
+    product = start_product(env, data_dir)
+    worker_group(data_dir)
+    supervisor = idle_pid(data_dir)
+    assert "run_idle_supervisor" in Path(f"/proc/{supervisor}/cmdline").read_bytes().decode()
+    product.terminate()
+    stopped_within(product, 10)
+    assert supervisor not in processes_of_run(data_dir)
+    assert not Path(f"/proc/{supervisor}").exists() or "Z" in Path(f"/proc/{supervisor}/stat").read_text()
+
+
 def group_members(pgid: int) -> list[int]:
     """Live (not zombie) processes of a process group: these may still poll or send."""
     found = []
@@ -371,8 +389,10 @@ def test_a_second_run_on_the_same_data_dir_refuses_to_start(run_env):
     )
     assert second.returncode == 1
     assert (
-        f"mailhub is already running on {data_dir} (run_mailhub={first.pid} worker={pgid})" in second.stderr
+        f"mailhub is already running on {data_dir} "
+        f"(run_mailhub={first.pid} worker={pgid} idle={idle_pid(data_dir)})" in second.stderr
     )
-    assert sorted(processes_of_run(data_dir)) == sorted([first.pid, *group_members(pgid)])  # no second worker
+    # No second worker nor supervisor.
+    assert sorted(processes_of_run(data_dir)) == sorted([first.pid, *group_members(pgid), idle_pid(data_dir)])
     os.killpg(first.pid, signal.SIGINT)
     first.wait(30)

@@ -17,6 +17,10 @@ set before or between polls) make it leave things out as real servers do:
 - `answer_unasked`: a body FETCH also answers (with its body) for the highest UID not asked for.
 - `no_on_batch_fetch`: a body FETCH of several UIDs ends in a tagged NO after its answers.
 
+- `idle = True`: IDLE (RFC 2177) in CAPABILITY, "+ idling" to IDLE, OK to DONE; `idle_line`
+  is sent right after "+ idling" (a huge line, say); `idle_silent`: after "+ idling" the
+  server says nothing more and never answers DONE, as through a NAT that dropped the connection.
+
 A UID left out of a body answer still gets `* n FETCH (UID u FLAGS ())`: other items, no BODY[].
 `commands` records every command line received (LOGIN's password replaced).
 """
@@ -52,6 +56,9 @@ class FakeImapServer:
     unsolicited_flags: bool = False
     answer_unasked: bool = False
     no_on_batch_fetch: bool = False
+    idle: bool = False
+    idle_line: bytes = b""
+    idle_silent: bool = False
     host: str = LOCALHOST
     port: int = 0
     commands: list[str] = field(default_factory=list)
@@ -119,7 +126,14 @@ class FakeImapServer:
         reader = conn.makefile("rb")
         try:
             conn.sendall(b"* OK [CAPABILITY IMAP4rev1] fake IMAP ready\r\n")
+            idle_tag = b""
             for line in reader:
+                if idle_tag and line.rstrip(b"\r\n").upper() == b"DONE":
+                    self.commands.append("DONE")
+                    if not self.idle_silent:
+                        conn.sendall(idle_tag + b" OK IDLE terminated\r\n")
+                    idle_tag = b""
+                    continue
                 match = _COMMAND.match(line.rstrip(b"\r\n"))
                 if match is None:
                     conn.sendall(b"* BAD unparsable command\r\n")
@@ -132,6 +146,10 @@ class FakeImapServer:
                 if command == b"LOGOUT":
                     conn.sendall(b"* BYE fake IMAP logging out\r\n" + tag + b" OK LOGOUT completed\r\n")
                     return
+                if command == b"IDLE" and self.idle:
+                    idle_tag = tag
+                    conn.sendall(b"+ idling\r\n" + self.idle_line)
+                    continue
                 conn.sendall(self._answer(tag, command, args))
         except OSError:
             pass
@@ -141,7 +159,8 @@ class FakeImapServer:
 
     def _answer(self, tag: bytes, command: bytes, args: str) -> bytes:
         if command == b"CAPABILITY":
-            return b"* CAPABILITY IMAP4rev1\r\n" + tag + b" OK CAPABILITY completed\r\n"
+            caps = b"IMAP4rev1 IDLE" if self.idle else b"IMAP4rev1"
+            return b"* CAPABILITY " + caps + b"\r\n" + tag + b" OK CAPABILITY completed\r\n"
         if command in (b"LOGIN", b"NOOP"):
             return tag + b" OK " + command + b" completed\r\n"
         if command in (b"SELECT", b"EXAMINE"):

@@ -75,6 +75,9 @@ class CuttingTcpProxy(ManagedServer):
         self.bytes_to_client = 0
         self.bytes_to_server = 0
         self.connections_accepted = 0
+        # Command lines the clients sent that end in " IDLE" (RFC 2177), over all connections:
+        # counts what really went over the wire, renewals included.
+        self.idle_commands = 0
         self.cuts = 0
         self._lock = threading.Lock()
         self._arm: _Arm | None = None
@@ -214,6 +217,10 @@ class CuttingTcpProxy(ManagedServer):
                     dst.sendall(data)
                     with self._lock:
                         self.bytes_to_server += len(data)
+                        # A command line arrives whole in one recv() here (loopback, short lines).
+                        self.idle_commands += sum(
+                            line.upper().endswith(b" IDLE") for line in data.split(b"\r\n")
+                        )
         except OSError:
             # One side reset or was aborted: reset the other side too.
             self._abort(conn)

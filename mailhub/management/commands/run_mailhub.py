@@ -1,7 +1,10 @@
-"""`make run`: the web server in this process, a Celery worker with embedded beat next to it.
+"""`make run`: the web server in this process; next to it a Celery worker with embedded beat and
+the IMAP IDLE push supervisor (`run_idle_supervisor`, mailhub/idle.py), each its own child.
 
-Stopping (Ctrl-C, SIGTERM, SIGHUP, a closed terminal) stops both, within a few seconds, and a
-repeated signal never leaves the worker behind:
+Stopping (Ctrl-C, SIGTERM, SIGHUP, a closed terminal) stops all three, within a few seconds, and
+a repeated signal never leaves a child behind. The same rules hold for both children (below for
+the worker; the supervisor's SIGTERM closes its connections and gives its IDLE leases up, and a
+killed supervisor's leases expire, MAILHUB_IDLE_LEASE_SECONDS):
 
 - the worker's main process alone gets SIGTERM (Celery's warm shutdown: it stops its pool and
   its beat process itself). Signalling its whole process group instead killed the pool children
@@ -42,7 +45,7 @@ _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 class Command(BaseCommand):
     help = (
         "Run the whole product on one host: a Celery worker with embedded beat (background polling "
-        "and sending) next to the web server. Used by `make run`."
+        "and sending) and the IMAP IDLE push supervisor next to the web server. Used by `make run`."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
@@ -78,19 +81,51 @@ class Command(BaseCommand):
             stop_timeout=stop_timeout,
             lock_fd=lock_fd,
         )
+        # Its polls go to the worker above (the embedded broker), like beat's.
+        idle = _Worker(
+            argv=[sys.executable, str(settings.BASE_DIR / "manage.py"), "run_idle_supervisor"],
+            stop_timeout=stop_timeout,
+            lock_fd=lock_fd,
+        )
+        children = _Children([worker, idle])
         for signum in _STOP_SIGNALS:
-            signal.signal(signum, worker.on_signal)
+            signal.signal(signum, children.on_signal)
         try:
             worker_pid = worker.start()
+            idle_pid = idle.start()
             os.ftruncate(lock_fd, 0)
-            os.pwrite(lock_fd, f"run_mailhub={os.getpid()} worker={worker_pid}\n".encode(), 0)
+            os.pwrite(lock_fd, f"run_mailhub={os.getpid()} worker={worker_pid} idle={idle_pid}\n".encode(), 0)
             call_command("runserver", f"{addr}:{port}", use_reloader=False)
         finally:
-            worker.stop()
+            children.stop()
+
+
+class _Children:
+    """Both children under one set of signal rules: stopped together, within one stop timeout."""
+
+    def __init__(self, children: list["_Worker"]) -> None:
+        self.children = children
+        self.stopping = False
+
+    def on_signal(self, signum: int, frame: FrameType | None) -> None:
+        if self.stopping:
+            for child in self.children:
+                child.kill()
+            return
+        self.stopping = True
+        raise SystemExit(128 + signum)
+
+    def stop(self) -> None:
+        self.stopping = True
+        # SIGTERM to every main process first, so that they shut down at the same time.
+        for child in self.children:
+            child.terminate()
+        for child in self.children:
+            child.stop()
 
 
 class _Worker:
-    """The Celery worker's process group, and what each stop signal does to it."""
+    """A child's process group (the Celery worker, the IDLE supervisor) and how it is stopped."""
 
     def __init__(self, *, argv: list[str], stop_timeout: float, lock_fd: int) -> None:
         self.argv = argv
@@ -98,6 +133,7 @@ class _Worker:
         self.lock_fd = lock_fd
         self.process: subprocess.Popen[bytes] | None = None
         self.stopping = False
+        self.terminated = False
 
     def start(self) -> int:
         """Start the worker; its pid."""
@@ -115,25 +151,21 @@ class _Worker:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, _STOP_SIGNALS)
         return process.pid
 
-    def on_signal(self, signum: int, frame: FrameType | None) -> None:
-        if self.stopping:
-            # Asked again while waiting for the warm shutdown: don't wait any longer. Never
-            # raises, so the wait in stop() goes on and reaps the killed worker.
-            self.kill()
-            return
-        self.stopping = True
-        # Leaves runserver (and SIGTERM's default action would skip `finally`): stop() runs.
-        raise SystemExit(128 + signum)
+    def terminate(self) -> None:
+        """SIGTERM to the main process only (see the docstring), if it still runs."""
+        self.stopping = True  # from here on, any stop signal escalates
+        process = self.process
+        if process is not None and not _exited_within(process.pid, 0) and not self.terminated:
+            self.terminated = True
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(process.pid, signal.SIGTERM)
 
     def stop(self) -> None:
-        self.stopping = True  # from here on, any stop signal escalates
+        self.terminate()
         process = self.process
         if process is None:
             return
-        if not _exited_within(process.pid, 0):
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(process.pid, signal.SIGTERM)  # the main process only: see the docstring
-            _exited_within(process.pid, self.stop_timeout)
+        _exited_within(process.pid, self.stop_timeout)
         # Whatever is left of the group (a stuck main process, a pool child, the beat process).
         # The main process is not reaped yet, so its pid, the group's id, can't have been reused.
         self.kill()
