@@ -243,7 +243,8 @@ MAILHUB_OAUTH_GOOGLE_TOKEN_URL = env.str(
 # An access token is refreshed when it expires within this many seconds (a poll or a send that
 # starts with it must not see it expire halfway).
 MAILHUB_OAUTH_REFRESH_MARGIN = env.int("MAILHUB_OAUTH_REFRESH_MARGIN", default=300)
-# The redirect URI registered with the providers; empty: https://<this host>/admin/oauth/callback/
+# The redirect URI registered with the providers; empty:
+# https://<this host>/admin/mailboxes/mailbox/oauth/callback/
 # as the admin's browser reaches it (behind a proxy that rewrites the host, set it).
 MAILHUB_OAUTH_REDIRECT_URI = env.str("MAILHUB_OAUTH_REDIRECT_URI", default="")
 

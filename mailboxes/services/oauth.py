@@ -320,6 +320,21 @@ def oauth_grant_connect(*, grant_id: int, code: str, code_verifier: str, redirec
     return grant
 
 
+def oauth_grant_connect_application(*, grant_id: int) -> OAuthGrant:
+    """Client credentials (Microsoft application permission): forget an earlier failure and get
+    a token now, so that the admin sees at once whether the tenant granted the permission.
+    Raises OAuthGrantError."""
+    OAuthGrant.objects.filter(pk=grant_id, flow=OAuthFlow.CLIENT_CREDENTIALS).update(
+        status=GrantStatus.NOT_CONNECTED, access_token="", access_token_expires_at=None
+    )
+    oauth_access_token(grant_id=grant_id)
+    grant = OAuthGrant.objects.select_related("mailbox").get(pk=grant_id)
+    with transaction.atomic():
+        OAuthGrant.objects.filter(pk=grant_id).update(connected_at=timezone.now())
+        Mailbox.objects.filter(pk=grant.mailbox_id).update(next_poll_at=None)
+    return grant
+
+
 def _expiry(answer: dict[str, Any]) -> Any:
     try:
         seconds = int(answer.get("expires_in") or 3600)
