@@ -347,12 +347,14 @@ def _expiry(answer: dict[str, Any]) -> Any:
 
 
 def _usable(grant: OAuthGrant) -> bool:
+    """Valid for more than the refresh margin, or than half its lifetime if that is shorter: a
+    provider with 5-minute tokens must not get a refresh at every use."""
+    if not grant.access_token or grant.access_token_expires_at is None:
+        return False
     margin = timedelta(seconds=settings.MAILHUB_OAUTH_REFRESH_MARGIN)
-    return bool(
-        grant.access_token
-        and grant.access_token_expires_at is not None
-        and grant.access_token_expires_at > timezone.now() + margin
-    )
+    if grant.refreshed_at is not None:
+        margin = max(min(margin, (grant.access_token_expires_at - grant.refreshed_at) / 2), timedelta(0))
+    return grant.access_token_expires_at > timezone.now() + margin
 
 
 def _needs_reconnect_error(grant: OAuthGrant) -> OAuthGrantError:
