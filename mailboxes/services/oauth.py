@@ -35,7 +35,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 import requests
-from authlib.integrations.requests_client import OAuth2Session, OAuthError
+from authlib.integrations.requests_client import OAuth2Session, OAuthError  # type: ignore[import-untyped]
 from django.conf import settings
 from django.db import transaction
 from django.db.models import F
