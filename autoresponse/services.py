@@ -28,6 +28,7 @@ from django.utils import timezone
 from mailboxes import limits
 from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
+from mailboxes.services.oauth import mailbox_run_smtp
 from mailboxes.services.sending import send_retry_delay, stale_sending_after
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
@@ -285,15 +286,20 @@ def auto_reply_send(*, auto_reply_id: int) -> AutoReply:
         # Loaded here, not joined above: a mailbox whose secret can't be decrypted fails only its
         # own sends, recorded on this row.
         mailbox = Mailbox.objects.get(pk=reply.email.mailbox_id)
-        smtp = mailbox.smtp_settings()
+        mailbox.smtp_settings()  # an undecryptable password fails here, recorded on this row
     except SecretDecryptionError as exc:
         return _finish(reply, AutoReplyStatus.FAILED, f"SMTP password of the mailbox unusable: {exc}")
     try:
-        smtp_send_raw(
-            smtp,
-            sender=mailbox.email,
-            recipients=[reply.recipient],
-            message=reply.rendered_message.encode("utf-8"),
+        # The password or an OAuth2 token (one retry with a fresh one if refused: the login
+        # fails before MAIL FROM, so nothing can go out twice).
+        mailbox_run_smtp(
+            mailbox=mailbox,
+            run=lambda smtp: smtp_send_raw(
+                smtp,
+                sender=mailbox.email,
+                recipients=[reply.recipient],
+                message=reply.rendered_message.encode("utf-8"),
+            ),
         )
     except SmtpError as exc:
         if exc.ambiguous:

@@ -12,6 +12,8 @@ from django.utils import timezone
 from .access import AnyUser, Reach, mailbox_reach, mailboxes_granted_q
 from .encryption import EncryptedTextField, SecretDecryptionError
 from .imap import ImapSettings
+from .oauth_models import AuthMethod
+from .oauth_models import OAuthGrant as OAuthGrant  # registered with the app here
 from .smtp import SmtpSettings
 from .tls import Security
 
@@ -85,6 +87,9 @@ class Mailbox(models.Model):
         "IMAP security", max_length=10, choices=TransportSecurity.choices, default=TransportSecurity.SSL
     )
     imap_username = models.CharField("IMAP username", max_length=255)
+    imap_auth = models.CharField(
+        "IMAP authentication", max_length=10, choices=AuthMethod.choices, default=AuthMethod.PASSWORD
+    )
     imap_password = EncryptedTextField("IMAP password", blank=True, default="")
     imap_folder = models.CharField("IMAP folder", max_length=255, default="INBOX")
 
@@ -94,6 +99,9 @@ class Mailbox(models.Model):
         "SMTP security", max_length=10, choices=TransportSecurity.choices, default=TransportSecurity.SSL
     )
     smtp_username = models.CharField("SMTP username", max_length=255, blank=True)
+    smtp_auth = models.CharField(
+        "SMTP authentication", max_length=10, choices=AuthMethod.choices, default=AuthMethod.PASSWORD
+    )
     smtp_password = EncryptedTextField("SMTP password", blank=True, default="")
 
     processing_action = models.CharField(
@@ -206,10 +214,12 @@ class Mailbox(models.Model):
 
     # The only two places that decrypt a mailbox's secrets: everything else loads the row without
     # needing a key (see mailboxes/encryption.py).
-    def imap_settings(self) -> ImapSettings:
+    # With OAuth2 the caller passes the access token (mailboxes.services.oauth gets it): the
+    # stored password is then never sent.
+    def imap_settings(self, *, oauth2_token: str = "") -> ImapSettings:
         """Raises SecretDecryptionError (IMAP_KEY_MISSING_ERROR) when the key is gone."""
         try:
-            password = self.imap_password.reveal()
+            password = "" if self.imap_auth == AuthMethod.OAUTH2 else self.imap_password.reveal()
         except SecretDecryptionError as exc:
             raise SecretDecryptionError(IMAP_KEY_MISSING_ERROR) from exc
         return ImapSettings(
@@ -218,15 +228,16 @@ class Mailbox(models.Model):
             security=Security(self.imap_security),
             username=self.imap_username,
             password=password,
+            oauth2_token=oauth2_token if self.imap_auth == AuthMethod.OAUTH2 else "",
             folder=self.imap_folder,
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
             ca_file=settings.MAILHUB_TLS_CA_FILE,
         )
 
-    def smtp_settings(self) -> SmtpSettings:
+    def smtp_settings(self, *, oauth2_token: str = "") -> SmtpSettings:
         """Raises SecretDecryptionError (SMTP_KEY_MISSING_ERROR) when the key is gone."""
         try:
-            password = self.smtp_password.reveal()
+            password = "" if self.smtp_auth == AuthMethod.OAUTH2 else self.smtp_password.reveal()
         except SecretDecryptionError as exc:
             raise SecretDecryptionError(SMTP_KEY_MISSING_ERROR) from exc
         return SmtpSettings(
@@ -235,6 +246,7 @@ class Mailbox(models.Model):
             security=Security(self.smtp_security),
             username=self.smtp_username,
             password=password,
+            oauth2_token=oauth2_token if self.smtp_auth == AuthMethod.OAUTH2 else "",
             timeout=settings.MAILHUB_NETWORK_TIMEOUT,
             ca_file=settings.MAILHUB_TLS_CA_FILE,
             data_timeout=settings.MAILHUB_SMTP_DATA_TIMEOUT,

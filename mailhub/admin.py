@@ -26,6 +26,7 @@ from django.contrib import admin, messages
 from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
+from django.urls import URLPattern, path
 from django.utils.decorators import method_decorator
 from django.views.decorators.debug import sensitive_post_parameters, sensitive_variables
 
@@ -39,6 +40,7 @@ from mailboxes.services import mailbox_test_connection
 from mailboxes.services.sending import outbound_send_again
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
+from .admin_oauth import OAuthGrantInline, oauth_callback_view, oauth_connect_view
 from .status import mailbox_state, mailboxes_annotate_status
 from .tasks import send_auto_reply, send_outbound
 
@@ -160,7 +162,7 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
     list_filter = ("is_active", "processing_action", "imap_security")
     search_fields = ("label", "email", "imap_host", "imap_username")
     filter_horizontal = ("authorized_users", "authorized_groups")
-    inlines = [AutoResponseRuleInline]
+    inlines = [AutoResponseRuleInline, OAuthGrantInline]
     actions = ["test_connection"]
     readonly_fields = (
         "imap_uidvalidity",
@@ -178,7 +180,7 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
             {
                 "fields": (
                     ("imap_host", "imap_port", "imap_security"),
-                    ("imap_username", "imap_password"),
+                    ("imap_username", "imap_auth", "imap_password"),
                     "imap_folder",
                     "poll_interval",
                     ("history_import", "history_since"),
@@ -190,7 +192,7 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
             {
                 "fields": (
                     ("smtp_host", "smtp_port", "smtp_security"),
-                    ("smtp_username", "smtp_password"),
+                    ("smtp_username", "smtp_auth", "smtp_password"),
                 )
             },
         ),
@@ -210,9 +212,10 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
         ("Sync state", {"classes": ("collapse",), "fields": readonly_fields}),
     )
 
-    # The POST carries the passwords and the form's frames hold them: Django's error report
-    # shows neither (every frame below the view is reported without its variables).
-    @method_decorator(sensitive_post_parameters(*SECRET_FIELDS))
+    # The POST carries the passwords (and the OAuth2 client secrets, whose inline names vary) and
+    # the form's frames hold them: Django's error report shows none of the POST parameters nor
+    # (every frame below the view is reported without its variables) the frames.
+    @method_decorator(sensitive_post_parameters())
     @method_decorator(sensitive_variables())
     def changeform_view(
         self,
@@ -223,12 +226,28 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
     ) -> HttpResponse:
         return super().changeform_view(request, object_id, form_url, extra_context)
 
+    def get_urls(self) -> list[URLPattern]:
+        # Before the default ones: "<path:object_id>/" would take "oauth/...".
+        return [
+            path(
+                "oauth/<int:grant_id>/connect/",
+                self.admin_site.admin_view(partial(oauth_connect_view, self)),
+                name="mailboxes_oauth_connect",
+            ),
+            path(
+                "oauth/callback/",
+                self.admin_site.admin_view(partial(oauth_callback_view, self)),
+                name="mailboxes_oauth_callback",
+            ),
+            *super().get_urls(),
+        ]
+
     def save_model(self, request: HttpRequest, obj: Mailbox, form: MailboxAdminForm, change: bool) -> None:
         # New IMAP settings or password (an admin fixing a failing mailbox): poll at the next
         # dispatch rather than when the backoff of the old failures ends.
         if change and any(
             name in form.changed_data
-            for name in ("imap_password", "imap_folder", *SERVER_FIELDS["imap_password"])
+            for name in ("imap_password", "imap_folder", "imap_auth", *SERVER_FIELDS["imap_password"])
         ):
             obj.next_poll_at = None
         super().save_model(request, obj, form, change)

@@ -248,6 +248,31 @@ MAILHUB_IDLE_LEASE_SECONDS = env.int("MAILHUB_IDLE_LEASE_SECONDS", default=120)
 MAILHUB_IDLE_RECONNECT_FIRST = env.float("MAILHUB_IDLE_RECONNECT_FIRST", default=2.0)
 # Polls the supervisor runs at once when it polls in its own process (--inline, no broker).
 MAILHUB_IDLE_INLINE_POLLS = env.int("MAILHUB_IDLE_INLINE_POLLS", default=4)
+# --- OAuth2 mailboxes (Microsoft 365, Google; README "Microsoft 365 and Google") ---------------
+# The application registered with each provider; a mailbox's OAuth2 connection may carry its own
+# client id and secret instead. Secrets without defaults: they come from the environment only.
+MAILHUB_OAUTH_MICROSOFT_CLIENT_ID = env.str("MAILHUB_OAUTH_MICROSOFT_CLIENT_ID", default="")
+MAILHUB_OAUTH_MICROSOFT_CLIENT_SECRET = env.str("MAILHUB_OAUTH_MICROSOFT_CLIENT_SECRET", default="")
+MAILHUB_OAUTH_GOOGLE_CLIENT_ID = env.str("MAILHUB_OAUTH_GOOGLE_CLIENT_ID", default="")
+MAILHUB_OAUTH_GOOGLE_CLIENT_SECRET = env.str("MAILHUB_OAUTH_GOOGLE_CLIENT_SECRET", default="")
+# Microsoft's endpoints are <authority>/<tenant>/oauth2/v2.0/{authorize,token}: always the
+# mailbox's tenant, never /common. Overridable (sovereign clouds: login.microsoftonline.us; tests).
+MAILHUB_OAUTH_MICROSOFT_AUTHORITY = env.str(
+    "MAILHUB_OAUTH_MICROSOFT_AUTHORITY", default="https://login.microsoftonline.com"
+)
+MAILHUB_OAUTH_GOOGLE_AUTHORIZATION_URL = env.str(
+    "MAILHUB_OAUTH_GOOGLE_AUTHORIZATION_URL", default="https://accounts.google.com/o/oauth2/v2/auth"
+)
+MAILHUB_OAUTH_GOOGLE_TOKEN_URL = env.str(
+    "MAILHUB_OAUTH_GOOGLE_TOKEN_URL", default="https://oauth2.googleapis.com/token"
+)
+# An access token is refreshed when it expires within this many seconds (a poll or a send that
+# starts with it must not see it expire halfway).
+MAILHUB_OAUTH_REFRESH_MARGIN = env.int("MAILHUB_OAUTH_REFRESH_MARGIN", default=300)
+# The redirect URI registered with the providers; empty:
+# https://<this host>/admin/mailboxes/mailbox/oauth/callback/
+# as the admin's browser reaches it (behind a proxy that rewrites the host, set it).
+MAILHUB_OAUTH_REDIRECT_URI = env.str("MAILHUB_OAUTH_REDIRECT_URI", default="")
 
 LOG_FORMAT = env.str("LOG_FORMAT", default="plain")
 LOG_LEVEL = env.str("LOG_LEVEL", default="INFO").upper()

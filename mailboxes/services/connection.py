@@ -11,6 +11,7 @@ from ..encryption import SecretDecryptionError
 from ..imap import ImapError, imap_check_connection
 from ..models import Mailbox
 from ..smtp import SmtpError, smtp_check_connection
+from .oauth import mailbox_run_imap, mailbox_run_smtp
 
 logger = logging.getLogger("mailhub.connection")
 
@@ -45,9 +46,9 @@ def _check(protocol: str, run: Callable[[], str]) -> ConnectionCheck:
 
 def mailbox_test_connection(*, mailbox: Mailbox) -> list[ConnectionCheck]:
     """Log in to IMAP (and select the folder) and connect to SMTP; report each outcome exactly."""
-    checks = [_check("IMAP", lambda: imap_check_connection(mailbox.imap_settings()))]
+    checks = [_check("IMAP", lambda: mailbox_run_imap(mailbox=mailbox, run=imap_check_connection))]
     if mailbox.smtp_host:
-        checks.append(_check("SMTP", lambda: smtp_check_connection(mailbox.smtp_settings())))
+        checks.append(_check("SMTP", lambda: mailbox_run_smtp(mailbox=mailbox, run=smtp_check_connection)))
     else:
         checks.append(ConnectionCheck("SMTP", False, "SMTP is not configured (no host)."))
     return checks

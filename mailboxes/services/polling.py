@@ -21,11 +21,13 @@ from mailboxes.imap import (
     FolderStatus,
     ImapConnection,
     ImapError,
+    ImapSettings,
     imap_session,
     plan_fetch_batches,
 )
 from mailboxes.models import Email, HistoryImport, Mailbox
 
+from .oauth import mailbox_run_imap
 from .storing import email_store_fetched
 
 logger = logging.getLogger("mailhub.poll")
@@ -123,7 +125,9 @@ def mailbox_poll(*, mailbox_id: int) -> PollResult:
         return result
     try:
         mailbox.refresh_from_db()  # the cursor as the previous poll left it
-        _sync(mailbox, token, result)
+        # The password or an OAuth2 token (one retry with a fresh token if it is refused: the
+        # login comes before anything is stored, so running the sync again is safe).
+        mailbox_run_imap(mailbox=mailbox, run=lambda imap: _sync(mailbox, token, result, imap))
     except ImapError as exc:
         result.error, result.error_is_permanent = str(exc), exc.permanent
     except SecretDecryptionError as exc:
@@ -165,11 +169,10 @@ def mailbox_poll(*, mailbox_id: int) -> PollResult:
     return result
 
 
-def _sync(mailbox: Mailbox, token: str, result: PollResult) -> None:
+def _sync(mailbox: Mailbox, token: str, result: PollResult, imap: ImapSettings) -> None:
     """The cursor (imap_last_uid) only ever passes a UID that is stored, confirmed expunged, or
     deliberately skipped history: a UID the server lists but does not deliver holds it (for a
     bounded number of polls, see _undelivered_to_store)."""
-    imap = mailbox.imap_settings()
     refused: dict[int, int] = {}  # listed but not delivered, cursor waits before them -> polls
     with imap_session(imap) as connection:
         status = connection.select_folder()

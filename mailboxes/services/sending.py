@@ -25,6 +25,8 @@ from mailboxes.imap import ImapError, imap_session
 from mailboxes.models import Mailbox, OutboundMessage, OutboundStatus, SentCopyStatus
 from mailboxes.smtp import SmtpError, smtp_send_raw
 
+from .oauth import mailbox_run_smtp
+
 logger = logging.getLogger("mailhub.sending")
 
 MAX_SEND_ATTEMPTS = 6
@@ -64,7 +66,7 @@ def outbound_send(*, outbound_id: int) -> OutboundMessage:
         # Loaded here, not joined above: a mailbox whose secret can't be decrypted fails only its
         # own sends, recorded on this row.
         mailbox = Mailbox.objects.get(pk=email.mailbox_id)
-        smtp = mailbox.smtp_settings()
+        mailbox.smtp_settings()  # an undecryptable password fails here, recorded on this row
     except SecretDecryptionError as exc:
         return _finish(outbound, OutboundStatus.FAILED, f"SMTP password of the mailbox unusable: {exc}")
     if not mailbox.smtp_host:
@@ -75,8 +77,13 @@ def outbound_send(*, outbound_id: int) -> OutboundMessage:
     except OSError as exc:
         return _finish(outbound, OutboundStatus.FAILED, f"the stored message can't be read: {exc}")
     try:
-        refused = smtp_send_raw(
-            smtp, sender=mailbox.email, recipients=list(outbound.envelope_recipients), message=message
+        # The password or an OAuth2 token (one retry with a fresh one if refused: the login
+        # fails before MAIL FROM, so nothing can go out twice).
+        refused = mailbox_run_smtp(
+            mailbox=mailbox,
+            run=lambda smtp: smtp_send_raw(
+                smtp, sender=mailbox.email, recipients=list(outbound.envelope_recipients), message=message
+            ),
         )
     except SmtpError as exc:
         if exc.ambiguous:

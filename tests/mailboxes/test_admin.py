@@ -91,6 +91,10 @@ def _mailbox_form_data(mailbox: Mailbox, **overrides) -> dict:
         "auto_response_rules-INITIAL_FORMS": "0",
         "auto_response_rules-MIN_NUM_FORMS": "0",
         "auto_response_rules-MAX_NUM_FORMS": "1000",
+        "imap_auth": mailbox.imap_auth,
+        "smtp_auth": mailbox.smtp_auth,
+        "oauth_grants-TOTAL_FORMS": "0",
+        "oauth_grants-INITIAL_FORMS": "0",
     }
     data.update(overrides)
     return data

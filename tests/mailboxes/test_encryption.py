@@ -198,5 +198,8 @@ def test_the_admin_refuses_a_password_in_the_ciphertext_format(admin_client):
 
 
 def _rule_inline_management() -> dict:
-    prefix = "auto_response_rules"
-    return {f"{prefix}-TOTAL_FORMS": "0", f"{prefix}-INITIAL_FORMS": "0"}
+    return {
+        f"{prefix}-{name}": "0"
+        for prefix in ("auto_response_rules", "oauth_grants")
+        for name in ("TOTAL_FORMS", "INITIAL_FORMS")
+    } | {"imap_auth": "password", "smtp_auth": "password"}

@@ -17,6 +17,9 @@ another user works on neither.
 - a revocation endpoint (RFC 7009) and `revoke(username)`, after which the user's refresh tokens
   answer `invalid_grant` (what a user or an admin withdrawing consent looks like to a client).
 Every request is counted by kind (`counts`), so that tests can assert "no retry storm".
+The endpoints also answer under Microsoft's tenant paths, /<tenant>/oauth2/v2.0/{authorize,token}
+(`paths` records every path asked for); with `tenant` set, another tenant is refused as Microsoft
+refuses an unknown one (AADSTS90002).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ import base64
 import binascii
 import hmac
 import json
+import re
 import secrets
 import threading
 import time
@@ -49,6 +53,7 @@ CLIENT_SECRET = "mailhub-test-client-secret"
 # Google puts the address in `email`; Microsoft's v2 tokens carry `upn` / `preferred_username`.
 USERNAME_CLAIM = "email"
 ALGORITHM = "HS256"
+_TENANT_PATH = re.compile(r"/(?P<tenant>[^/]+)/oauth2/v2\.0(?P<endpoint>/authorize|/token)")
 
 
 @dataclass(frozen=True)
@@ -171,6 +176,7 @@ class LocalOAuthServer(ManagedServer):
         client_secret: str = CLIENT_SECRET,
         access_token_lifetime: float = 300,
         issuer: str | None = None,
+        tenant: str | None = None,
         host: str = LOCALHOST,
     ) -> None:
         self.keys = keys
@@ -179,6 +185,8 @@ class LocalOAuthServer(ManagedServer):
         self.client_secret = client_secret
         self.access_token_lifetime = access_token_lifetime
         self.issuer = issuer or keys.issuer
+        self.tenant = tenant
+        self.paths: list[str] = []
         self.host = host
         self.port = 0
         self.counts: Counter[str] = Counter()
@@ -368,16 +376,30 @@ class LocalOAuthServer(ManagedServer):
 class _Handler(BaseHTTPRequestHandler):
     provider: LocalOAuthServer
 
+    def _endpoint(self, path: str) -> str:
+        """/authorize or /token also under a Microsoft tenant path; raises OAuthError for a
+        tenant other than the provider's."""
+        with self.provider._lock:
+            self.provider.paths.append(path)
+        match = _TENANT_PATH.fullmatch(path)
+        if match is None:
+            return path
+        if self.provider.tenant is not None and match["tenant"] != self.provider.tenant:
+            raise OAuthError(
+                "invalid_request", f"AADSTS90002: Tenant '{match['tenant'][:60]}' not found.", status=400
+            )
+        return match["endpoint"]
+
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the request line carries codes and tokens."""
 
     def do_GET(self) -> None:
         url = urllib.parse.urlsplit(self.path)
-        if url.path != "/authorize":
-            self._json(404, {"error": "not_found"})
-            return
         query = dict(urllib.parse.parse_qsl(url.query))
         try:
+            if self._endpoint(url.path) != "/authorize":
+                self._json(404, {"error": "not_found"})
+                return
             location = self.provider.authorize(query)
         except OAuthError as exc:
             self._json(exc.status, {"error": exc.error, "error_description": exc.description})
@@ -392,9 +414,10 @@ class _Handler(BaseHTTPRequestHandler):
         form = dict(urllib.parse.parse_qsl(self.rfile.read(length).decode()))
         authorization = self.headers.get("Authorization")
         try:
-            if self.path == "/token":
+            endpoint = self._endpoint(self.path)
+            if endpoint == "/token":
                 self._json(200, self.provider.token(form, authorization))
-            elif self.path == "/revoke":
+            elif endpoint == "/revoke":
                 self.provider.revocation(form, authorization)
                 self._json(200, {})
             else:
