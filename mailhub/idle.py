@@ -40,12 +40,14 @@ from mailboxes.encryption import SecretDecryptionError
 from mailboxes.idle import IdleConnection, idle_connect
 from mailboxes.imap import ImapError, ImapSettings
 from mailboxes.models import Mailbox
+from mailboxes.oauth_models import AuthMethod, GrantPurpose
 from mailboxes.services.idle_lease import (
     mailbox_set_idle_live,
     mailboxes_claim_idle_leases,
     mailboxes_release_idle_leases,
     mailboxes_renew_idle_leases,
 )
+from mailboxes.services.oauth import OAuthGrantError, mailbox_oauth_grant, oauth_access_token
 
 logger = logging.getLogger("mailhub.idle")
 
@@ -244,7 +246,7 @@ class IdleSupervisor:
 
     async def _connect_and_idle(self, mailbox_id: int, held: _Held) -> None:
         imap = await _db(_imap_settings, mailbox_id)
-        connection = await idle_connect(imap)
+        connection = await idle_connect(imap, oauth2_token=imap.oauth2_token or None)
         try:
             if not connection.supports_idle:
                 self.without_idle.add(mailbox_id)
@@ -330,7 +332,20 @@ def _active_versions() -> dict[int, datetime]:
 
 
 def _imap_settings(mailbox_id: int) -> ImapSettings:
-    return Mailbox.objects.get(pk=mailbox_id, is_active=True).imap_settings()
+    """The password, or for an OAuth2 mailbox a valid access token (refreshed by the same token
+    service as the poll's, under its row lock). A refused token is not retried here: the next
+    reconnection asks again, and the poll's own login marks a grant that needs reconnecting."""
+    mailbox = Mailbox.objects.get(pk=mailbox_id, is_active=True)
+    if mailbox.imap_auth != AuthMethod.OAUTH2:
+        return mailbox.imap_settings()
+    grant = mailbox_oauth_grant(mailbox=mailbox, purpose=GrantPurpose.IMAP)
+    if grant is None:
+        raise ImapError("IMAP is set to OAuth2 but the mailbox has no OAuth2 connection", permanent=True)
+    try:
+        token = oauth_access_token(grant_id=grant.pk)
+    except OAuthGrantError as exc:
+        raise ImapError(f"IMAP {exc}", permanent=exc.permanent) from exc
+    return mailbox.imap_settings(oauth2_token=token.value)
 
 
 # -- how a push turns into a poll ------------------------------------------------------------------

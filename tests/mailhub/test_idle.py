@@ -267,3 +267,22 @@ def test_a_silent_connection_is_detected_dead_and_reconnected(run_supervisor, fa
         assert names[:6] == ["IDLE ", "DONE"] * 3
         assert running.supervisor is not None
         assert mailbox.pk in running.supervisor.held
+
+
+@pytest.mark.integration
+def test_an_oauth2_mailbox_idles_with_its_access_token(
+    run_supervisor, dovecot_oauth_server, oauth_keys, client
+):
+    from tests.factories import UserFactory
+    from tests.mailboxes.test_oauth_tokens import _connect, _first_contact, _mailbox
+    from tests.servers import LocalOAuthServer
+
+    client.force_login(UserFactory(username="root", is_superuser=True, is_staff=True))
+    with LocalOAuthServer(oauth_keys, username="idle-oauth@mailhub.test") as idp:
+        mailbox, grant = _mailbox(dovecot_oauth_server, idp)
+        _connect(client, grant, idp)
+        _first_contact(mailbox)
+        running = run_supervisor()
+        idle_and_caught_up(running, mailbox)
+        dovecot_oauth_server.append(idp.username, message(901))
+        wait_until(lambda: stored("<push-901@example.com>"))
