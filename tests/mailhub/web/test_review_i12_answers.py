@@ -1,0 +1,62 @@
+"""Review of issue 12 (answering) on the staff pages: hostile users and races, each test named
+after its finding (R<n>) in the review report."""
+
+from __future__ import annotations
+
+import uuid
+
+import pytest
+from django.test import Client
+from django.urls import reverse
+
+from mailboxes.models import EmailDirection, OutboundMessage, OutboundStatus
+from mailhub.web.answers import views as answer_views
+from tests.factories import EmailFactory, MailboxFactory, UserFactory
+
+pytestmark = pytest.mark.django_db
+
+
+@pytest.fixture
+def agent_and_answer():
+    mailbox = MailboxFactory(email="support@acme.example", smtp_host="")
+    agent = UserFactory()
+    mailbox.authorized_users.add(agent)
+    email = EmailFactory(
+        mailbox=mailbox,
+        direction=EmailDirection.OUTGOING,
+        sent_by=agent,
+        uid=None,
+        uidvalidity=None,
+        from_address="support@acme.example",
+    )
+    outbound = OutboundMessage.objects.create(
+        email=email,
+        submission_key=uuid.uuid4().hex,
+        sent_by=agent,
+        envelope_recipients=["ann@customer.example"],
+        status=OutboundStatus.FAILED,
+        reason="554 refused",
+    )
+    client = Client()
+    client.force_login(agent)
+    return client, outbound
+
+
+def test_r2_send_again_never_moves_an_answer_that_became_uncertain_without_the_box_ticked(
+    agent_and_answer, monkeypatch, django_capture_on_commit_callbacks
+):
+    """The page read 'failed' (no box needed); before its UPDATE, a second click sent it again and
+    that send ended with an unknown outcome (`uncertain`). The UPDATE must not move it: the
+    customer may have it, and a third copy needs a person's informed choice."""
+    client, outbound = agent_and_answer
+
+    class RacingForm(answer_views.SendAgainForm):
+        def is_valid(self) -> bool:
+            OutboundMessage.objects.filter(pk=outbound.pk).update(status=OutboundStatus.UNCERTAIN)
+            return super().is_valid()
+
+    monkeypatch.setattr(answer_views, "SendAgainForm", RacingForm)
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        client.post(reverse("answers:send_again", args=[outbound.email.pk]))
+    outbound.refresh_from_db()
+    assert (outbound.status, len(callbacks)) == (OutboundStatus.UNCERTAIN, 0)
