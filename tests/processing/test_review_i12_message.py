@@ -83,3 +83,13 @@ def test_r3_hostile_attachment_metadata_never_adds_a_header(filename, content_id
     raw.decode("ascii")
     headers = attachment_part_headers(raw) if b"attachment" in raw else []
     assert set(headers) <= {*PART_HEADERS, "Content-ID"}
+
+
+@pytest.mark.parametrize(
+    ("filename", "sent_as"),
+    [("Rechnung März 2025.pdf", "Rechnung März 2025.pdf"), (b_word("Devis été.pdf"), "Devis été.pdf")],
+)
+def test_r3_ordinary_filenames_are_sent_as_they_read(filename, sent_as):
+    raw = build_with(OutgoingAttachment(filename=filename, content_type="application/pdf", data=b"%PDF"))
+    parsed = message_from_bytes(raw, policy=default)
+    assert [part.get_filename() for part in parsed.iter_attachments()] == [sent_as]
