@@ -60,3 +60,22 @@ def test_r2_send_again_never_moves_an_answer_that_became_uncertain_without_the_b
         client.post(reverse("answers:send_again", args=[outbound.email.pk]))
     outbound.refresh_from_db()
     assert (outbound.status, len(callbacks)) == (OutboundStatus.UNCERTAIN, 0)
+
+
+def test_r4_a_draft_is_kept_per_user_and_forgotten_at_logout():
+    """The draft of an answer lives in the browser's localStorage. Keyed only by email and mode, it
+    was offered to the next person who opened the same answer on a shared computer, and it stayed
+    there after logging out."""
+    mailbox = MailboxFactory()
+    email = EmailFactory(mailbox=mailbox)
+    keys = []
+    for user in (UserFactory(), UserFactory()):
+        mailbox.authorized_users.add(user)
+        client = Client()
+        client.force_login(user)
+        page = client.get(reverse("answers:reply", args=[email.pk])).content.decode()
+        keys.append(page.split('data-draft-key="', 1)[1].split('"', 1)[0])
+    assert keys[0] != keys[1]
+    logged_out = Client().get(reverse("login")).content.decode()
+    assert "localStorage.removeItem" in logged_out
+    assert '"mailhub-draft-"' in logged_out
