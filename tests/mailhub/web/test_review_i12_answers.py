@@ -79,3 +79,35 @@ def test_r4_a_draft_is_kept_per_user_and_forgotten_at_logout():
     logged_out = Client().get(reverse("login")).content.decode()
     assert "localStorage.removeItem" in logged_out
     assert '"mailhub-draft-"' in logged_out
+
+
+def test_r5_an_upload_over_the_limit_is_refused_before_it_is_read(settings, monkeypatch):
+    """The size limit was checked by the service, after Django had received every byte of the
+    request (spooled to a temporary file on disk): one agent could fill the disk with one POST."""
+    from django.core.files import uploadhandler
+    from django.core.files.uploadedfile import SimpleUploadedFile
+
+    settings.MAILHUB_ANSWER_MAX_BYTES = 1024
+    mailbox = MailboxFactory()
+    email = EmailFactory(mailbox=mailbox)
+    user = UserFactory()
+    mailbox.authorized_users.add(user)
+    client = Client()
+    client.force_login(user)
+    received = []
+    for handler in (uploadhandler.MemoryFileUploadHandler, uploadhandler.TemporaryFileUploadHandler):
+        original = handler.receive_data_chunk
+        monkeypatch.setattr(
+            handler,
+            "receive_data_chunk",
+            lambda self, data, start, original=original: (
+                received.append(len(data)) or original(self, data, start)
+            ),
+        )
+    big = SimpleUploadedFile("big.bin", b"x" * (4 * 1024 * 1024), content_type="application/octet-stream")
+    response = client.post(
+        reverse("answers:reply", args=[email.pk]),
+        {"submission_key": uuid.uuid4().hex, "to": "ann@customer.example", "send": "1", "uploads": big},
+    )
+    assert (response.status_code, received) == (413, [])
+    assert OutboundMessage.objects.count() == 0
