@@ -109,5 +109,5 @@ def test_r5_an_upload_over_the_limit_is_refused_before_it_is_read(settings, monk
         reverse("answers:reply", args=[email.pk]),
         {"submission_key": uuid.uuid4().hex, "to": "ann@customer.example", "send": "1", "uploads": big},
     )
-    assert (response.status_code, received) == (413, [])
+    assert (response.status_code, received) == (413, [])  # nothing of the file was received
     assert OutboundMessage.objects.count() == 0
