@@ -487,7 +487,11 @@ class OutboundMessageAdmin(MailboxScopedMixin, _OutboundAdminBase):
         moved = [
             outbound_id
             for outbound_id in queryset.values_list("pk", flat=True)
-            if outbound_send_again(outbound_id=outbound_id, requested_by=request.user.get_username())
+            # The action's own label is the confirmation for uncertain ones ("check it did not
+            # arrive first"), chosen explicitly from the actions list.
+            if outbound_send_again(
+                outbound_id=outbound_id, requested_by=request.user.get_username(), uncertain_checked=True
+            )
         ]
         for outbound_id in moved:
             transaction.on_commit(partial(send_outbound.delay, outbound_id))

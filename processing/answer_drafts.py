@@ -387,6 +387,17 @@ def _content_type(attachment: OutgoingAttachment) -> tuple[str, str]:
     return maintype, subtype
 
 
+def attachment_filename(name: str) -> str:
+    """The filename parameter an attachment is sent with. The email library decodes RFC 2047
+    encoded words in a parameter value when it writes it, so a filename that is an encoded word
+    of CR LF (an upload's name, or a forwarded file's stored name, which our parser decoded only
+    once) would start headers, or the body, of the MIME part. Decoded and cleaned the way header
+    values are (`one_line`), then any `=?` left over, which no real filename needs, is broken up
+    so that no later decoding can find an encoded word in it."""
+    cleaned = sanitize_filename(one_line(name)).replace("=?", "= ?")
+    return cleaned or "attachment"
+
+
 def _header_pairs(pairs: Sequence[Pair]) -> str:
     return ", ".join(format_pair(pair) for pair in pairs)
 
@@ -431,7 +442,7 @@ def answer_message_build(
     message.add_alternative(html_body, subtype="html", cte="quoted-printable")
     for attachment in attachments:
         maintype, subtype = _content_type(attachment)
-        filename = sanitize_filename(attachment.filename) or "attachment"
+        filename = attachment_filename(attachment.filename)
         content_id = one_line(attachment.content_id).strip("<> ")
         message.add_attachment(
             attachment.data,

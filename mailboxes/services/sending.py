@@ -134,11 +134,15 @@ def _finish(
 SENDABLE_AGAIN = (OutboundStatus.FAILED, OutboundStatus.UNCERTAIN)
 
 
-def outbound_send_again(*, outbound_id: int, requested_by: str) -> bool:
-    """Put a failed or uncertain message back to pending (a person asked). A conditional UPDATE:
-    a double click or two people move it once. Returns whether it moved; the caller dispatches
-    the send."""
-    moved = OutboundMessage.objects.filter(pk=outbound_id, status__in=SENDABLE_AGAIN).update(
+def outbound_send_again(*, outbound_id: int, requested_by: str, uncertain_checked: bool) -> bool:
+    """Put a failed message back to pending (a person asked), and an uncertain one only when the
+    person said they checked it did not arrive (`uncertain_checked`). A conditional UPDATE: a
+    double click or two people move it once. The confirmation is part of the UPDATE's condition,
+    not checked on an earlier read: a row read as failed may have been sent again by another
+    click and become uncertain before this UPDATE runs. Returns whether it moved; the caller
+    dispatches the send."""
+    sendable = SENDABLE_AGAIN if uncertain_checked else (OutboundStatus.FAILED,)
+    moved = OutboundMessage.objects.filter(pk=outbound_id, status__in=sendable).update(
         status=OutboundStatus.PENDING,
         next_attempt_at=None,
         attempts=0,

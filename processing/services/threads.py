@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 
 from autoresponse.selectors import auto_replies_cases_by_message_id
-from mailboxes.models import Email
+from mailboxes.models import Email, EmailDirection
 from processing.models import Case
 
 CASE_TOKEN = re.compile(r"\[#(\d{1,9})\]")
@@ -52,10 +52,17 @@ def case_find_for_reply(*, email: Email) -> Case | None:
 def _sender_is_on_the_case(email: Email, case: Case) -> bool:
     """Case numbers are short and sequential: anybody can guess `[#1042]`. The token alone only
     threads mail from the reporter or from someone who already wrote into the case; a stranger's
-    email opens its own case instead of landing in (or reopening) somebody else's."""
+    email opens its own case instead of landing in (or reopening) somebody else's.
+
+    Only mail received counts as having written into the case: our own answers are on the case
+    too, From the mailbox's address, and anybody can write that address in a From header."""
     sender = (email.from_address or "").lower()
     if not sender:
         return False
     if sender == case.reporter_address.lower():
         return True
-    return case.emails.filter(from_address__iexact=sender).exclude(pk=email.pk).exists()
+    return (
+        case.emails.filter(direction=EmailDirection.INCOMING, from_address__iexact=sender)
+        .exclude(pk=email.pk)
+        .exists()
+    )

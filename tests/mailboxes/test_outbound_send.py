@@ -153,8 +153,10 @@ def test_a_stale_sending_row_becomes_uncertain_and_is_not_sent(smtp_server):
 
 def test_send_again_sends_an_uncertain_message_once_more(smtp_server):
     outbound = outbound_message(mailbox=mailbox_on(smtp_server), status=OutboundStatus.UNCERTAIN, attempts=1)
-    assert outbound_send_again(outbound_id=outbound.pk, requested_by="boss") is True
-    assert outbound_send_again(outbound_id=outbound.pk, requested_by="boss") is False  # a double click
+    assert outbound_send_again(outbound_id=outbound.pk, requested_by="boss", uncertain_checked=True) is True
+    assert (
+        outbound_send_again(outbound_id=outbound.pk, requested_by="boss", uncertain_checked=True) is False
+    )  # a double click
     assert outbound_send(outbound_id=outbound.pk).status == OutboundStatus.SENT
     assert len(smtp_server.messages) == 1
 
@@ -171,3 +173,11 @@ def test_an_undecryptable_smtp_secret_fails_the_send(smtp_server):
     assert result.status == OutboundStatus.FAILED
     assert result.reason.startswith("SMTP password of the mailbox unusable")
     assert smtp_server.messages == []
+
+
+def test_send_again_moves_an_uncertain_message_only_when_checked(smtp_server):
+    """Review i12, R2: the confirmation is part of the conditional UPDATE, not of an earlier read."""
+    outbound = outbound_message(mailbox=mailbox_on(smtp_server), status=OutboundStatus.UNCERTAIN, attempts=1)
+    assert outbound_send_again(outbound_id=outbound.pk, requested_by="boss", uncertain_checked=False) is False
+    outbound.refresh_from_db()
+    assert outbound.status == OutboundStatus.UNCERTAIN

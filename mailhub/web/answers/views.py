@@ -197,7 +197,13 @@ def answer_send_again(request: AuthenticatedHttpRequest, pk: int) -> HttpRespons
     if outbound.status == OutboundStatus.UNCERTAIN and not checked:
         messages.error(request, "Not sent again: first check that it did not arrive, then tick the box.")
         return redirect(email)
-    if not outbound_send_again(outbound_id=outbound.pk, requested_by=request.user.get_username()):
+    if not outbound_send_again(
+        outbound_id=outbound.pk, requested_by=request.user.get_username(), uncertain_checked=checked
+    ):
+        outbound.refresh_from_db()
+        if outbound.status == OutboundStatus.UNCERTAIN:
+            messages.error(request, "Not sent again: first check that it did not arrive, then tick the box.")
+            return redirect(email)
         messages.error(request, "Not sent again: it is not failed nor of unknown outcome (any more).")
         return redirect(email)
     outbound.refresh_from_db()
