@@ -13,7 +13,7 @@ TEST_BINARIES := /usr/sbin/dovecot /usr/bin/redis-server /usr/bin/chromium
 APT_GET := DEBIAN_FRONTEND=noninteractive apt-get
 
 .PHONY: help run lock test test-fast test-sqlite test-postgres lint format hooks migrations-check system-test-deps bootstrap \
-	bench-ingest bench-web bench-web-postgres bench-scale bench-idle bench-answer demo clean
+	bench-ingest bench-web bench-web-postgres bench-scale bench-idle bench-latency bench-answer demo clean
 
 help:
 	@echo "make run    - install, migrate and start mailhub (web + background polling) on http://$(HOST):$(PORT)/"
@@ -23,7 +23,7 @@ help:
 	@echo "make hooks  - install the git pre-commit hook (ruff check --fix + ruff format on staged files)"
 	@echo "make lock   - regenerate requirements.lock and requirements-dev.lock from pyproject.toml"
 	@echo "make demo   - a local Dovecot + SMTP sink, two demo mailboxes, and the product on :8000"
-	@echo "make bench-ingest | bench-web | bench-web-postgres | bench-scale | bench-idle | bench-answer - the benchmarks (figures printed, see README)"
+	@echo "make bench-ingest | bench-web | bench-web-postgres | bench-scale | bench-idle | bench-latency | bench-answer - the benchmarks (figures printed, see README)"
 
 # The virtualenv. requirements.lock pins what the product needs at run time (`make run`, production);
 # requirements-dev.lock adds the test and lint tools, with the same versions of the shared packages.
@@ -138,6 +138,11 @@ bench-scale: $(VENV)/.installed-dev system-test-deps
 # Resident memory per idling IMAP IDLE connection (N against a throw-away Dovecot).
 bench-idle: $(VENV)/.installed-dev system-test-deps
 	$(PY) bench/idle.py
+
+# APPEND -> case and -> auto-reply through the real embedded product (run_mailhub with its worker,
+# beat and IDLE supervisor) against a throw-away Dovecot and SMTP server; median and max of 20.
+bench-latency: $(VENV)/.installed-dev system-test-deps
+	$(PY) bench/latency.py
 
 demo: $(VENV)/.installed-dev system-test-deps
 	$(PY) demo/run.py --addr $(HOST) --port $(PORT)
