@@ -28,9 +28,11 @@ from django.utils import timezone
 from mailboxes import limits
 from mailboxes.encryption import SecretDecryptionError
 from mailboxes.models import Email, Mailbox
-from mailboxes.services.oauth import mailbox_run_smtp
-from mailboxes.services.sending import send_retry_delay, stale_sending_after
-from mailboxes.smtp import SmtpError, smtp_send_raw
+from mailboxes.services.sending import (
+    SendResult,
+    smtp_send_claimed,
+    stale_sending_after,
+)
 
 from .conditions import ConditionSpec, EmailFacts, rule_matches
 from .loops import LoopCheckInput, address_key, answered_address, suppression_reason
@@ -39,8 +41,6 @@ from .rendering import TemplateProblem, header_value_safe, template_render
 from .safe_regex import RegexBudget
 
 logger = logging.getLogger("mailhub.autoresponse")
-
-MAX_SEND_ATTEMPTS = 6
 
 
 def email_facts(email: Email) -> EmailFacts:
@@ -289,36 +289,19 @@ def auto_reply_send(*, auto_reply_id: int) -> AutoReply:
         mailbox.smtp_settings()  # an undecryptable password fails here, recorded on this row
     except SecretDecryptionError as exc:
         return _finish(reply, AutoReplyStatus.FAILED, f"SMTP password of the mailbox unusable: {exc}")
-    try:
-        # The password or an OAuth2 token (one retry with a fresh one if refused: the login
-        # fails before MAIL FROM, so nothing can go out twice).
-        mailbox_run_smtp(
-            mailbox=mailbox,
-            run=lambda smtp: smtp_send_raw(
-                smtp,
-                sender=mailbox.email,
-                recipients=[reply.recipient],
-                message=reply.rendered_message.encode("utf-8"),
-            ),
-        )
-    except SmtpError as exc:
-        if exc.ambiguous:
-            return _finish(
-                reply, AutoReplyStatus.UNCERTAIN, f"{exc}; not retried, resend by hand if it did not arrive"
-            )
-        if exc.permanent or reply.attempts >= MAX_SEND_ATTEMPTS:
-            return _finish(reply, AutoReplyStatus.FAILED, str(exc))
+    outcome = smtp_send_claimed(
+        mailbox=mailbox,
+        recipients=[reply.recipient],
+        message=reply.rendered_message.encode("utf-8"),
+        attempts=reply.attempts,
+        label=f"auto-reply {reply.pk}",
+    )
+    if outcome.result != SendResult.SENT:
         return _finish(
             reply,
-            AutoReplyStatus.PENDING,
-            str(exc),
-            next_attempt_at=timezone.now() + send_retry_delay(reply.attempts),
-        )
-    except Exception as exc:
-        # Not a translated SMTP error: where it happened is unknown, so the message may be out.
-        logger.exception("auto-reply %s: unexpected error while sending", reply.pk)
-        return _finish(
-            reply, AutoReplyStatus.UNCERTAIN, f"unexpected {type(exc).__name__} while sending; not retried"
+            AutoReplyStatus(outcome.result.value),
+            outcome.reason,
+            next_attempt_at=outcome.next_attempt_at,
         )
     reply.status, reply.sent_at, reply.reason = AutoReplyStatus.SENT, timezone.now(), ""
     reply.save(update_fields=["status", "sent_at", "reason"])

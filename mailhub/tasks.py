@@ -13,8 +13,9 @@ from django.conf import settings
 from django.utils import timezone
 
 from autoresponse.models import AutoReply, AutoReplyStatus
-from autoresponse.services import MAX_SEND_ATTEMPTS, auto_reply_send
+from autoresponse.services import auto_reply_send
 from mailboxes.services import mailboxes_claim_due_polls
+from mailboxes.services.sending import MAX_SEND_ATTEMPTS
 
 from .pipeline import (
     email_process_step,

@@ -12,7 +12,9 @@ becomes `uncertain`: never retried automatically; a person sends it again after 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 
 from django.conf import settings
 from django.db.models import F, Q, Value
@@ -48,6 +50,62 @@ def send_retry_delay(attempts: int) -> timedelta:
     return backoff_delay(attempt=attempts, first=30, cap=3600, jitter=0.2)
 
 
+class SendResult(StrEnum):
+    """What one claimed SMTP send came to (the values are those of the rows' statuses)."""
+
+    SENT = "sent"
+    RETRY = "pending"  # transient: try again after `next_attempt_at`
+    FAILED = "failed"  # permanent, or out of attempts
+    UNCERTAIN = "uncertain"  # may have been delivered: never sent again automatically
+
+
+@dataclass(frozen=True)
+class SendOutcome:
+    result: SendResult
+    reason: str = ""
+    next_attempt_at: datetime | None = None
+    refused: dict[str, tuple[int, str]] = field(default_factory=dict)
+
+
+def smtp_send_claimed(
+    *, mailbox: Mailbox, recipients: list[str], message: bytes, attempts: int, label: str
+) -> SendOutcome:
+    """The one rule of a claimed send, for auto-replies and staff's answers alike: send through
+    the mailbox's SMTP (password, or an OAuth2 token with one retry if refused: the login fails
+    before MAIL FROM, so nothing can go out twice) and say what the caller records.
+
+    After the final dot without the server's answer, or on an error that is not a translated SMTP
+    error (where it happened is unknown), the message may be out: UNCERTAIN. A transient error
+    is RETRY with a backoff time until `attempts` reaches MAX_SEND_ATTEMPTS; a permanent one is
+    FAILED. Recipients refused while others accepted are SENT with `refused` (RFC 5321 §3.3:
+    a retry would give the others a second copy)."""
+    try:
+        refused = mailbox_run_smtp(
+            mailbox=mailbox,
+            run=lambda smtp: smtp_send_raw(
+                smtp, sender=mailbox.email, recipients=recipients, message=message
+            ),
+        )
+    except SmtpError as exc:
+        if exc.ambiguous:
+            return SendOutcome(
+                SendResult.UNCERTAIN,
+                f"{exc}; not sent again automatically: check with the recipient before sending again",
+            )
+        if exc.permanent or attempts >= MAX_SEND_ATTEMPTS:
+            return SendOutcome(SendResult.FAILED, str(exc))
+        return SendOutcome(
+            SendResult.RETRY, str(exc), next_attempt_at=timezone.now() + send_retry_delay(attempts)
+        )
+    except Exception as exc:
+        logger.exception("%s: unexpected error while sending", label)
+        return SendOutcome(
+            SendResult.UNCERTAIN,
+            f"unexpected {type(exc).__name__} while sending; not sent again automatically",
+        )
+    return SendOutcome(SendResult.SENT, refused=refused)
+
+
 def outbound_send(*, outbound_id: int) -> OutboundMessage:
     """Send one pending outgoing message at most once. Transient SMTP errors leave it pending with
     a backoff time (bounded attempts); permanent ones (5xx, bad login, undecryptable secret) fail
@@ -76,38 +134,21 @@ def outbound_send(*, outbound_id: int) -> OutboundMessage:
             message = stored.read()
     except OSError as exc:
         return _finish(outbound, OutboundStatus.FAILED, f"the stored message can't be read: {exc}")
-    try:
-        # The password or an OAuth2 token (one retry with a fresh one if refused: the login
-        # fails before MAIL FROM, so nothing can go out twice).
-        refused = mailbox_run_smtp(
-            mailbox=mailbox,
-            run=lambda smtp: smtp_send_raw(
-                smtp, sender=mailbox.email, recipients=list(outbound.envelope_recipients), message=message
-            ),
-        )
-    except SmtpError as exc:
-        if exc.ambiguous:
-            return _finish(
-                outbound,
-                OutboundStatus.UNCERTAIN,
-                f"{exc}; not sent again automatically: check with the recipient before sending again",
-            )
-        if exc.permanent or outbound.attempts >= MAX_SEND_ATTEMPTS:
-            return _finish(outbound, OutboundStatus.FAILED, str(exc))
+    outcome = smtp_send_claimed(
+        mailbox=mailbox,
+        recipients=list(outbound.envelope_recipients),
+        message=message,
+        attempts=outbound.attempts,
+        label=f"outbound {outbound.pk}",
+    )
+    if outcome.result != SendResult.SENT:
         return _finish(
             outbound,
-            OutboundStatus.PENDING,
-            str(exc),
-            next_attempt_at=timezone.now() + send_retry_delay(outbound.attempts),
+            OutboundStatus(outcome.result.value),
+            outcome.reason,
+            next_attempt_at=outcome.next_attempt_at,
         )
-    except Exception as exc:
-        # Not a translated SMTP error: where it happened is unknown, so the message may be out.
-        logger.exception("outbound %s: unexpected error while sending", outbound.pk)
-        return _finish(
-            outbound,
-            OutboundStatus.UNCERTAIN,
-            f"unexpected {type(exc).__name__} while sending; not sent again automatically",
-        )
+    refused = outcome.refused
     outbound.status, outbound.sent_at = OutboundStatus.SENT, timezone.now()
     # Delivered to the accepted recipients; the refused ones are said, never retried (a retry
     # would give the others a second copy).
