@@ -36,7 +36,9 @@ from autoresponse.services import auto_replies_resend_by_hand
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
 from mailboxes.encryption import CIPHERTEXT_PREFIX
 from mailboxes.models import Attachment, Email, HistoryImport, Mailbox, OutboundMessage, ProcessingStatus
+from mailboxes.oauth_models import AuthMethod
 from mailboxes.services import mailbox_test_connection
+from mailboxes.services.oauth import mailbox_oauth_setup_warnings
 from mailboxes.services.sending import outbound_send_again
 from processing.services import ConversionRefused, email_convert_to_case, email_convert_to_lead
 
@@ -71,6 +73,8 @@ SERVER_FIELDS = {
     "imap_password": ("imap_host", "imap_port", "imap_security", "imap_username"),
     "smtp_password": ("smtp_host", "smtp_port", "smtp_security", "smtp_username"),
 }
+# The auth field of each password: with OAuth2 the password is never sent (an access token is).
+AUTH_FIELDS = {"imap_password": "imap_auth", "smtp_password": "smtp_auth"}
 SERVER_CHANGED = (
     "Enter the password again: the server changed (host, port, security or username), and the "
     "stored password is only sent to the server it was entered for."
@@ -102,6 +106,7 @@ class MailboxAdminForm(_MailboxFormBase):
         super().__init__(*args, **kwargs)
         for name in SECRET_FIELDS:
             self.initial[name] = ""
+        self._forget: set[str] = set()
 
     def _clean_secret(self, name: str) -> str:
         value = self.cleaned_data.get(name) or ""
@@ -130,14 +135,22 @@ class MailboxAdminForm(_MailboxFormBase):
                     name in cleaned and cleaned[name] != getattr(self.instance, name)
                     for name in server_fields
                 ):
-                    self.add_error(secret, SERVER_CHANGED)
+                    if cleaned.get(AUTH_FIELDS[secret]) == AuthMethod.OAUTH2:
+                        # No password is used with OAuth2, so none is asked for; but the stored
+                        # one was entered for the old server: it is forgotten, so that switching
+                        # back to the password later can't send it to this new server.
+                        self._forget.add(secret)
+                    else:
+                        self.add_error(secret, SERVER_CHANGED)
         return cleaned
 
     def _post_clean(self) -> None:
         # A blank secret means "unchanged": keep the stored value (still encrypted: the form never
         # needs a key, so a mailbox whose key was removed can still be edited and fixed).
         for name in SECRET_FIELDS:
-            if not self.cleaned_data.get(name) and self.instance.pk:
+            if name in self._forget:
+                self.cleaned_data[name] = ""
+            elif not self.cleaned_data.get(name) and self.instance.pk:
                 self.cleaned_data[name] = getattr(self.instance, name)
         super()._post_clean()  # type: ignore[misc]  # Django's hook, absent from django-stubs
 
@@ -251,6 +264,15 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
         ):
             obj.next_poll_at = None
         super().save_model(request, obj, form, change)
+
+    def save_related(self, request: HttpRequest, form: Any, formsets: Any, change: bool) -> None:
+        super().save_related(request, form, formsets, change)
+        # After the inlines: a connection added on the same page counts. A warning, not a refusal:
+        # the connect flow needs the connection saved first (Connect appears after the save), and
+        # a refusal would also block other fixes (deactivating the mailbox); the polls and sends
+        # fail meanwhile with a permanent error that says the same.
+        for warning in mailbox_oauth_setup_warnings(mailbox=form.instance):
+            self.message_user(request, f"{form.instance.label}: {warning}", messages.WARNING)
 
     def get_queryset(self, request: HttpRequest) -> QuerySet[AnnotatedMailbox]:
         # The state and backlog columns come from subqueries of the page's one query, the same

@@ -13,12 +13,13 @@ from datetime import UTC, datetime, timedelta
 from enum import Enum, StrEnum
 from typing import TYPE_CHECKING, Any, TypedDict
 
-from django.db.models import Count, IntegerField, OuterRef, QuerySet, Subquery, Value
+from django.db.models import Case, CharField, Count, IntegerField, OuterRef, QuerySet, Subquery, Value, When
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from autoresponse.models import AutoReply, AutoReplyStatus
 from mailboxes.models import Email, Mailbox, OutboundMessage, OutboundStatus, ProcessingStatus
+from mailboxes.oauth_models import AuthMethod, GrantPurpose, GrantStatus, OAuthGrant
 
 if TYPE_CHECKING:
     # Only for the checker: django-stubs-ext is a development dependency.
@@ -27,13 +28,17 @@ if TYPE_CHECKING:
 
 class MailboxState(StrEnum):
     OK = "ok"
+    # An OAuth2 connection the mailbox logs in with was revoked or refused: only an admin's
+    # Reconnect helps (nothing is retried against the identity provider meanwhile). Its own state,
+    # before "failing", so that the admin knows what to do without reading the error.
+    NEEDS_RECONNECT = "needs_reconnect"
     FAILING = "failing"
     STALE = "stale"
     INACTIVE = "inactive"
 
 
 # States that need a person: `mailhub_status` exits 1 when any mailbox is in one of them.
-ALERT_STATES = frozenset({MailboxState.FAILING, MailboxState.STALE})
+ALERT_STATES = frozenset({MailboxState.NEEDS_RECONNECT, MailboxState.FAILING, MailboxState.STALE})
 
 # A mailbox is stale when it has not been polled successfully for this many poll intervals, and
 # never sooner than STALE_MIN_AGE: the beat dispatcher runs every MAILHUB_DISPATCH_EVERY seconds
@@ -67,6 +72,8 @@ class MailboxStatus:
     # sent again automatically).
     outbound_failed: int
     outbound_uncertain: int
+    # The protocols ("imap", "smtp") whose OAuth2 connection needs to be reconnected.
+    oauth_needs_reconnect: list[str]
     state: MailboxState
 
     @property
@@ -92,6 +99,8 @@ class StatusCounts(TypedDict):
     status_auto_replies_failed: int
     status_outbound_failed: int
     status_outbound_uncertain: int
+    status_imap_grant: str | None
+    status_smtp_grant: str | None
 
 
 if TYPE_CHECKING:
@@ -111,9 +120,20 @@ def _count(queryset: QuerySet[Any], outer_field: str) -> Coalesce:
     return Coalesce(Subquery(counted, output_field=IntegerField()), Value(0))
 
 
+def _grant_status(purpose: GrantPurpose) -> Subquery:
+    """The status of the OAuth2 grant that serves `purpose`: the mailbox's own grant for it, else
+    the shared one (as mailbox_oauth_grant chooses); NULL without one."""
+    serving = (
+        OAuthGrant.objects.filter(mailbox=OuterRef("pk"), purpose__in=[purpose, GrantPurpose.SHARED])
+        .order_by(Case(When(purpose=purpose, then=Value(0)), default=Value(1)))
+        .values("status")[:1]
+    )
+    return Subquery(serving, output_field=CharField())
+
+
 def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> QuerySet[AnnotatedMailbox]:
     """Mailboxes with the StatusCounts columns (backlog, auto-replies pending and failed, answers
-    failed and of unknown outcome).
+    failed and of unknown outcome, the status of the OAuth2 grant of each protocol).
 
     Subqueries rather than Count() over joins: two reverse joins (emails, their auto-replies) in
     one GROUP BY would multiply each other's rows, and the subqueries keep the queryset usable by
@@ -134,6 +154,8 @@ def mailboxes_annotate_status(queryset: QuerySet[Mailbox] | None = None) -> Quer
         status_outbound_uncertain=_count(
             OutboundMessage.objects.filter(status=OutboundStatus.UNCERTAIN), "email__mailbox"
         ),
+        status_imap_grant=_grant_status(GrantPurpose.IMAP),
+        status_smtp_grant=_grant_status(GrantPurpose.SMTP),
     )
 
 
@@ -141,15 +163,34 @@ def stale_after(poll_interval: int) -> timedelta:
     return max(timedelta(seconds=STALE_INTERVALS * poll_interval), STALE_MIN_AGE)
 
 
+def mailbox_oauth_needs_reconnect(mailbox: Mailbox) -> list[str]:
+    """The protocols ("imap", "smtp") that log in with OAuth2 through a grant that needs to be
+    reconnected, from the annotated grant statuses (no query; [] on a row without them). A grant
+    of a protocol that uses its password is no alarm: nothing uses it."""
+    protocols = []
+    for protocol, auth, grant_status in (
+        ("imap", mailbox.imap_auth, getattr(mailbox, "status_imap_grant", None)),
+        ("smtp", mailbox.smtp_auth, getattr(mailbox, "status_smtp_grant", None)),
+    ):
+        if auth == AuthMethod.OAUTH2 and grant_status == GrantStatus.NEEDS_RECONNECT:
+            protocols.append(protocol)
+    return protocols
+
+
 def mailbox_state(mailbox: Mailbox, *, now: datetime | None = None) -> MailboxState:
-    """ok / failing / stale / inactive of one mailbox (its fields only, no query).
+    """ok / needs_reconnect / failing / stale / inactive of one mailbox (its fields and the
+    annotated columns only, no query).
 
     Inactive wins: nobody polls a disabled mailbox, so its last error or age is not an alarm.
+    A grant that needs to be reconnected comes next: it is the cause of the failures, and it stops
+    the SMTP sends of a mailbox whose polls still work.
     A mailbox that never succeeded is measured from its creation, so a mailbox added a minute ago
     is not stale before its first poll had a chance to run.
     """
     if not mailbox.is_active:
         return MailboxState.INACTIVE
+    if mailbox_oauth_needs_reconnect(mailbox):
+        return MailboxState.NEEDS_RECONNECT
     if mailbox.consecutive_failures > 0 or mailbox.last_error:
         return MailboxState.FAILING
     since = mailbox.last_success_at or mailbox.created_at
@@ -176,6 +217,7 @@ def _status_of(mailbox: AnnotatedMailbox, now: datetime) -> MailboxStatus:
         auto_replies_failed=mailbox.status_auto_replies_failed,
         outbound_failed=mailbox.status_outbound_failed,
         outbound_uncertain=mailbox.status_outbound_uncertain,
+        oauth_needs_reconnect=mailbox_oauth_needs_reconnect(mailbox),
         state=mailbox_state(mailbox, now=now),
     )
 

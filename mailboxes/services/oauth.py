@@ -490,6 +490,31 @@ def mailbox_oauth_grant(*, mailbox: Mailbox, purpose: GrantPurpose) -> OAuthGran
     return grants.get(purpose) or grants.get(GrantPurpose.SHARED)
 
 
+def mailbox_oauth_setup_warnings(*, mailbox: Mailbox) -> list[str]:
+    """What an admin must still do before the mailbox's OAuth2 logins can work (the admin shows
+    it when the mailbox is saved)."""
+    warnings = []
+    for protocol, auth, purpose in (
+        ("IMAP", mailbox.imap_auth, GrantPurpose.IMAP),
+        ("SMTP", mailbox.smtp_auth, GrantPurpose.SMTP),
+    ):
+        if auth != AuthMethod.OAUTH2:
+            continue
+        grant = mailbox_oauth_grant(mailbox=mailbox, purpose=purpose)
+        if grant is None:
+            warnings.append(
+                f"{protocol} authentication is OAuth2 but no OAuth2 connection serves {protocol}: "
+                f'add one on the mailbox page (for "{GrantPurpose.SHARED.label}" or '
+                f'"{purpose.label}"), save, then press Connect. Until then every login fails.'
+            )
+        elif grant.status == GrantStatus.NOT_CONNECTED and grant.flow == OAuthFlow.AUTHORIZATION_CODE:
+            warnings.append(
+                f"{protocol} authentication is OAuth2 and its connection is not connected yet: press "
+                "Connect on the mailbox page."
+            )
+    return warnings
+
+
 def _run_with_token(
     *,
     mailbox: Mailbox,

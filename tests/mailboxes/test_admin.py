@@ -2,6 +2,7 @@ import pytest
 from django.urls import reverse
 
 from mailboxes.models import Mailbox
+from mailboxes.oauth_models import AuthMethod, GrantStatus, OAuthGrant
 from tests.factories import (
     AttachmentFactory,
     AutoReplyFactory,
@@ -257,6 +258,105 @@ def test_changing_the_server_with_the_password_typed_again_is_saved(superuser_cl
     assert response.status_code == 302
     reloaded = Mailbox.objects.get(pk=mailbox.pk)
     assert (getattr(reloaded, field), getattr(reloaded, secret).reveal()) == (value, "typed")
+
+
+@pytest.mark.parametrize(("secret", "field", "value"), SERVER_CHANGES)
+def test_changing_the_server_of_an_oauth2_login_needs_no_password_and_forgets_the_old_one(
+    superuser_client, secret, field, value
+):
+    """The whole family of server fields, for both protocols: with OAuth2 no password is used, so
+    none is asked for; the stored one (entered for the old server) is dropped, so that switching
+    back to the password later can't send it to the new server."""
+    auth = secret.replace("_password", "_auth")
+    other = "smtp_password" if secret == "imap_password" else "imap_password"
+    mailbox = _mailbox_with_secrets()
+    Mailbox.objects.filter(pk=mailbox.pk).update(**{auth: AuthMethod.OAUTH2})
+    mailbox.refresh_from_db()
+    url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
+    data = _mailbox_form_data(mailbox, **{"smtp_username": mailbox.smtp_username, field: value})
+    response = superuser_client.post(url, data)
+    assert response.status_code == 302, response.context["adminform"].form.errors
+    reloaded = Mailbox.objects.get(pk=mailbox.pk)
+    assert (getattr(reloaded, field), bool(getattr(reloaded, secret))) == (value, False)
+    assert getattr(reloaded, other).reveal() == getattr(mailbox, other).reveal()  # untouched
+
+    # Back to the password on the new server: the old password is gone, nothing to leak.
+    response = superuser_client.post(
+        url, _mailbox_form_data(reloaded, **{"smtp_username": reloaded.smtp_username, auth: "password"})
+    )
+    assert response.status_code == 302
+    assert not getattr(Mailbox.objects.get(pk=mailbox.pk), secret)
+
+
+def test_switching_to_oauth2_and_the_server_at_once_needs_no_password(superuser_client):
+    mailbox = _mailbox_with_secrets()
+    url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
+    data = _mailbox_form_data(
+        mailbox,
+        smtp_username=mailbox.smtp_username,
+        imap_host="outlook.office365.com",
+        imap_auth=AuthMethod.OAUTH2,
+    )
+    assert superuser_client.post(url, data).status_code == 302
+    reloaded = Mailbox.objects.get(pk=mailbox.pk)
+    assert (reloaded.imap_host, reloaded.imap_auth, bool(reloaded.imap_password)) == (
+        "outlook.office365.com",
+        AuthMethod.OAUTH2,
+        False,
+    )
+
+
+def _oauth_grant_form(**fields) -> dict:
+    data = {
+        "oauth_grants-TOTAL_FORMS": "1",
+        "oauth_grants-0-purpose": "shared",
+        "oauth_grants-0-provider": "generic",
+        "oauth_grants-0-flow": "authorization_code",
+        "oauth_grants-0-authorization_endpoint": "http://127.0.0.1:9/authorize",
+        "oauth_grants-0-token_endpoint": "http://127.0.0.1:9/token",
+        "oauth_grants-0-client_id": "mailhub",
+    }
+    data.update({f"oauth_grants-0-{name}": value for name, value in fields.items()})
+    return data
+
+
+def _saved_messages(client, mailbox, **overrides) -> list[str]:
+    url = reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])
+    response = client.post(url, _mailbox_form_data(mailbox, **overrides), follow=True)
+    assert response.redirect_chain, response.context["adminform"].form.errors
+    return [str(m) for m in response.context["messages"] if m.level_tag == "warning"]
+
+
+def test_saving_an_oauth2_mailbox_without_an_oauth2_connection_warns(superuser_client):
+    mailbox = MailboxFactory(label="Shared", imap_password="", smtp_password="")
+    assert _saved_messages(superuser_client, mailbox, imap_auth="oauth2", smtp_auth="oauth2") == [
+        f"Shared: {protocol} authentication is OAuth2 but no OAuth2 connection serves {protocol}: add "
+        f'one on the mailbox page (for "IMAP and SMTP" or "{protocol} only"), save, then press Connect. '
+        "Until then every login fails."
+        for protocol in ("IMAP", "SMTP")
+    ]
+    assert _saved_messages(superuser_client, mailbox, imap_auth="password", smtp_auth="password") == []
+
+
+def test_a_connection_added_on_the_same_page_counts_and_only_connect_is_left(superuser_client):
+    mailbox = MailboxFactory(label="Shared", imap_password="")
+    warnings = _saved_messages(superuser_client, mailbox, imap_auth="oauth2", **_oauth_grant_form())
+    assert warnings == [
+        "Shared: IMAP authentication is OAuth2 and its connection is not connected yet: press Connect "
+        "on the mailbox page."
+    ]
+    assert OAuthGrant.objects.filter(mailbox=mailbox).count() == 1
+
+
+def test_an_smtp_only_connection_does_not_serve_imap(superuser_client):
+    mailbox = MailboxFactory(label="Shared", imap_password="")
+    OAuthGrant.objects.create(
+        mailbox=mailbox, purpose="smtp", provider="google", status=GrantStatus.CONNECTED
+    )
+    warnings = _saved_messages(superuser_client, mailbox, imap_auth="oauth2", smtp_auth="oauth2")
+    assert [w.split(":")[1].strip() for w in warnings] == [
+        "IMAP authentication is OAuth2 but no OAuth2 connection serves IMAP"
+    ]
 
 
 def test_changing_the_server_of_a_mailbox_without_stored_password_needs_none(superuser_client):

@@ -319,7 +319,7 @@ def test_revoked_grant_is_a_permanent_error_after_one_poll_and_no_storm(admin, d
     grant.refresh_from_db()
     assert grant.status == GrantStatus.NEEDS_RECONNECT
     annotated = mailboxes_annotate_status(Mailbox.objects.filter(pk=mailbox.pk)).get()
-    assert mailbox_state(annotated) == MailboxState.FAILING
+    assert mailbox_state(annotated) == MailboxState.NEEDS_RECONNECT
     assert annotated.last_error == first.error
     page = admin.get(reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])).content.decode()
     assert "Needs to be reconnected" in page

@@ -1,9 +1,11 @@
 """Sending staff's answers against the real test SMTP server: exactly once, Bcc only in the
 envelope, and each bad ending recorded as what it is (pending with backoff, failed, unknown)."""
 
+import urllib.parse
 from datetime import timedelta
 
 import pytest
+import requests
 from cryptography.fernet import Fernet
 from django.db import connection
 from django.utils import timezone
@@ -11,6 +13,8 @@ from django.utils import timezone
 import mailboxes.services.sending as sending
 from mailboxes.encryption import CIPHERTEXT_PREFIX
 from mailboxes.models import OutboundStatus
+from mailboxes.oauth_models import AuthMethod, GrantStatus, OAuthGrant, OAuthProvider
+from mailboxes.services.oauth import oauth_authorization_start, oauth_grant_connect
 from mailboxes.services.sending import (
     outbound_send,
     outbound_send_again,
@@ -19,6 +23,8 @@ from mailboxes.services.sending import (
 )
 from tests.autoresponse.test_send_outcomes import StallingSmtpServer
 from tests.factories import MailboxFactory, outbound_message
+from tests.servers import LocalOAuthServer, OAuthKeys
+from tests.servers.oauth import CLIENT_ID, CLIENT_SECRET
 
 pytestmark = [pytest.mark.integration, pytest.mark.django_db]
 
@@ -181,3 +187,84 @@ def test_send_again_moves_an_uncertain_message_only_when_checked(smtp_server):
     assert outbound_send_again(outbound_id=outbound.pk, requested_by="boss", uncertain_checked=False) is False
     outbound.refresh_from_db()
     assert outbound.status == OutboundStatus.UNCERTAIN
+
+
+# -- Staff answers over OAuth2 SMTP (AUTH XOAUTH2 / OAUTHBEARER) ----------------------------------
+
+
+def oauth_mailbox_on(server, idp):
+    """A mailbox that sends with OAuth2 only (no password stored), connected to `idp` through the
+    authorization-code flow (the provider auto-approves, as the admin's browser would see it)."""
+    mailbox = mailbox_on(server, smtp_auth=AuthMethod.OAUTH2, smtp_username=server.username, smtp_password="")
+    grant = OAuthGrant.objects.create(
+        mailbox=mailbox,
+        provider=OAuthProvider.GENERIC,
+        authorization_endpoint=idp.authorization_endpoint,
+        token_endpoint=idp.token_endpoint,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+    )
+    redirect_uri = "http://127.0.0.1/admin/mailboxes/mailbox/oauth/callback/"
+    start = oauth_authorization_start(grant=grant, redirect_uri=redirect_uri)
+    location = requests.get(start.url, allow_redirects=False, timeout=10).headers["Location"]
+    code = dict(urllib.parse.parse_qsl(urllib.parse.urlsplit(location).query))["code"]
+    oauth_grant_connect(
+        grant_id=grant.pk, code=code, code_verifier=start.code_verifier, redirect_uri=redirect_uri
+    )
+    return mailbox, grant
+
+
+def test_an_answer_is_sent_with_the_mailbox_oauth2_token(smtp_oauth_server, oauth_server):
+    mailbox, _grant = oauth_mailbox_on(smtp_oauth_server, oauth_server)
+    outbound = outbound_message(mailbox=mailbox)
+    result = outbound_send(outbound_id=outbound.pk)
+    assert (result.status, result.attempts, result.reason) == (OutboundStatus.SENT, 1, "")
+    (received,) = smtp_oauth_server.messages
+    assert (received.auth_login, received.auth_mechanism) == ("user@mailhub.test", "OAUTHBEARER")
+    assert received.raw.replace(b"\r\n", b"\n") == raw_of(outbound).replace(b"\r\n", b"\n")
+    assert oauth_server.counts["refresh_token"] == 0  # the fresh token of the connect was used
+
+
+def test_a_refused_token_gets_one_retry_with_a_fresh_one_and_the_answer_goes_out_once(
+    smtp_oauth_server, oauth_server
+):
+    mailbox, grant = oauth_mailbox_on(smtp_oauth_server, oauth_server)
+    # Valid for an hour by its expiry, but the server refuses it (revoked early, signed with a key
+    # it no longer trusts): only the server's refusal tells.
+    OAuthGrant.objects.filter(pk=grant.pk).update(
+        access_token=OAuthGrant(
+            access_token=OAuthKeys.generate().access_token("user@mailhub.test")
+        ).access_token.stored()
+    )
+    outbound = outbound_message(mailbox=mailbox)
+    result = outbound_send(outbound_id=outbound.pk)
+    assert (result.status, result.attempts, result.reason) == (OutboundStatus.SENT, 1, "")
+    assert [f.reason for f in smtp_oauth_server.bearer_failures] == ["bad signature or not a JWT"]
+    assert len(smtp_oauth_server.messages) == 1
+    assert oauth_server.counts["refresh_token"] == 1
+    grant.refresh_from_db()
+    assert (grant.status, grant.version) == (GrantStatus.CONNECTED, 2)
+
+
+def test_a_fresh_token_refused_too_fails_the_answer_and_asks_for_a_reconnect(smtp_oauth_server, oauth_keys):
+    # Tokens of another issuer than the one the SMTP server trusts: every token is refused.
+    with LocalOAuthServer(oauth_keys, issuer="https://other.test") as idp:
+        mailbox, grant = oauth_mailbox_on(smtp_oauth_server, idp)
+        outbound = outbound_message(mailbox=mailbox)
+        result = outbound_send(outbound_id=outbound.pk)
+        second = outbound_message(mailbox=mailbox)
+        again = outbound_send(outbound_id=second.pk)
+    assert result.status == OutboundStatus.FAILED
+    assert result.reason.startswith(
+        "SMTP OAuth2 connection needs to be renewed: the SMTP server refused a freshly issued token"
+    )
+    assert len(smtp_oauth_server.bearer_failures) == 2  # the first try and the one retry
+    assert smtp_oauth_server.messages == []
+    grant.refresh_from_db()
+    assert grant.status == GrantStatus.NEEDS_RECONNECT
+    # The next answer fails at once: no login, no request to the identity provider.
+    assert again.status == OutboundStatus.FAILED
+    assert again.reason.startswith(
+        "SMTP OAuth2 connection (Other OAuth2 / OpenID provider) needs to be renewed"
+    )
+    assert (len(smtp_oauth_server.bearer_failures), idp.counts["refresh_token"]) == (2, 1)

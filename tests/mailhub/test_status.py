@@ -12,7 +12,8 @@ from django.urls import reverse
 from django.utils import timezone
 
 from mailboxes.models import Mailbox, OutboundStatus, ProcessingStatus
-from mailhub.status import mailbox_statuses
+from mailboxes.oauth_models import AuthMethod, GrantPurpose, GrantStatus, OAuthGrant
+from mailhub.status import MailboxState, mailbox_statuses
 from tests.factories import (
     AutoReplyFactory,
     AutoResponseRuleFactory,
@@ -284,8 +285,10 @@ def test_json_output_parses(capsys):
         "auto_replies_failed",
         "outbound_failed",
         "outbound_uncertain",
+        "oauth_needs_reconnect",
         "state",
     }
+    assert support["oauth_needs_reconnect"] == []
 
 
 def test_json_ok_when_no_mailbox_needs_attention(capsys):
@@ -310,3 +313,87 @@ def test_failed_and_uncertain_answers_are_counted_per_mailbox():
     statuses = {status.label: status for status in mailbox_statuses()}
     assert (statuses["Support"].outbound_failed, statuses["Support"].outbound_uncertain) == (2, 1)
     assert (statuses["Sales"].outbound_failed, statuses["Sales"].outbound_uncertain) == (0, 1)
+
+
+# -- OAuth2 connections that need to be reconnected --------------------------------------------
+
+
+def _grant(mailbox: Mailbox, purpose: GrantPurpose, status: GrantStatus) -> OAuthGrant:
+    return OAuthGrant.objects.create(
+        mailbox=mailbox, purpose=purpose, status=status, provider="google", last_error="invalid_grant"
+    )
+
+
+def test_a_revoked_oauth2_grant_is_its_own_state_for_the_protocols_that_use_it():
+    now = timezone.now()
+    healthy = {"last_success_at": now}
+    oauth2 = {"imap_auth": AuthMethod.OAUTH2, "smtp_auth": AuthMethod.OAUTH2}
+    # The shared grant serves both protocols.
+    both = _mailbox("both", **oauth2, consecutive_failures=1, last_error="IMAP OAuth2 ... renewed")
+    _grant(both, GrantPurpose.SHARED, GrantStatus.NEEDS_RECONNECT)
+    # Polls still work (password IMAP), but answers and auto-replies can't go out.
+    smtp_only = _mailbox("smtp only", smtp_auth=AuthMethod.OAUTH2, **healthy)
+    _grant(smtp_only, GrantPurpose.SHARED, GrantStatus.NEEDS_RECONNECT)
+    # IMAP has its own connected grant: the revoked shared one serves SMTP only, by password here.
+    own = _mailbox("own imap grant", imap_auth=AuthMethod.OAUTH2, **healthy)
+    _grant(own, GrantPurpose.SHARED, GrantStatus.NEEDS_RECONNECT)
+    _grant(own, GrantPurpose.IMAP, GrantStatus.CONNECTED)
+    # An SMTP grant needing a reconnect, and the shared one fine for IMAP.
+    split = _mailbox("split", **oauth2, **healthy)
+    _grant(split, GrantPurpose.SHARED, GrantStatus.CONNECTED)
+    _grant(split, GrantPurpose.SMTP, GrantStatus.NEEDS_RECONNECT)
+    # Password logins: a left-over grant is used by nothing.
+    password = _mailbox("password", **healthy)
+    _grant(password, GrantPurpose.SHARED, GrantStatus.NEEDS_RECONNECT)
+    inactive = _mailbox("inactive", **oauth2, is_active=False)
+    _grant(inactive, GrantPurpose.SHARED, GrantStatus.NEEDS_RECONNECT)
+    not_connected = _mailbox("not connected yet", **oauth2, **healthy)
+    _grant(not_connected, GrantPurpose.SHARED, GrantStatus.NOT_CONNECTED)
+
+    assert {label: (s.state, s.oauth_needs_reconnect) for label, s in _by_label(now).items()} == {
+        "both": (MailboxState.NEEDS_RECONNECT, ["imap", "smtp"]),
+        "smtp only": (MailboxState.NEEDS_RECONNECT, ["smtp"]),
+        "own imap grant": (MailboxState.OK, []),
+        "split": (MailboxState.NEEDS_RECONNECT, ["smtp"]),
+        "password": (MailboxState.OK, []),
+        "inactive": (MailboxState.INACTIVE, ["imap", "smtp"]),
+        "not connected yet": (MailboxState.OK, []),
+    }
+
+
+def test_command_and_json_report_needs_reconnect_and_exit_1(capsys):
+    mailbox = _mailbox("Shared", smtp_auth=AuthMethod.OAUTH2, last_success_at=timezone.now())
+    _grant(mailbox, GrantPurpose.SHARED, GrantStatus.NEEDS_RECONNECT)
+
+    with pytest.raises(CommandError) as raised:
+        call_command("mailhub_status")
+    assert (raised.value.returncode, str(raised.value)) == (
+        1,
+        "1 mailbox(es) need attention: Shared (needs_reconnect)",
+    )
+    assert capsys.readouterr().out.splitlines()[1].split()[1:3] == ["Shared", "NEEDS_RECONNECT"]
+
+    with pytest.raises(CommandError):
+        call_command("mailhub_status", "--json")
+    (shared,) = json.loads(capsys.readouterr().out)["mailboxes"]
+    assert (shared["state"], shared["oauth_needs_reconnect"]) == ("needs_reconnect", ["smtp"])
+
+
+def test_admin_list_shows_needs_reconnect_without_a_query_per_row(client):
+    client.force_login(UserFactory(is_superuser=True, is_staff=True))
+    url = reverse("admin:mailboxes_mailbox_changelist")
+    mailbox = _mailbox("Shared", imap_auth=AuthMethod.OAUTH2)
+    _grant(mailbox, GrantPurpose.SHARED, GrantStatus.NEEDS_RECONNECT)
+    with CaptureQueriesContext(connection) as with_one:
+        page = client.get(url).content.decode()
+    assert page.count('<td class="field-state">needs_reconnect</td>') == 1
+    for n in range(3):
+        _grant(
+            _mailbox(f"More {n}", imap_auth=AuthMethod.OAUTH2),
+            GrantPurpose.SHARED,
+            GrantStatus.NEEDS_RECONNECT,
+        )
+    with CaptureQueriesContext(connection) as with_four:
+        page = client.get(url).content.decode()
+    assert page.count('<td class="field-state">needs_reconnect</td>') == 4
+    assert len(with_one) == len(with_four)

@@ -40,9 +40,10 @@ def _one_line(text: str) -> str:
 
 class Command(BaseCommand):
     help = (
-        "Show the state of every mailbox (ok, failing, stale, inactive), its lag, processing "
-        "backlog, auto-reply queue and staff's answers that failed or whose outcome is unknown. "
-        "Exits 1 when a mailbox is failing or stale (for cron and monitoring), 0 otherwise."
+        "Show the state of every mailbox (ok, needs_reconnect, failing, stale, inactive), its lag, "
+        "processing backlog, auto-reply queue and staff's answers that failed or whose outcome is "
+        "unknown. Exits 1 when a mailbox needs an OAuth2 reconnect, is failing or stale (for cron "
+        "and monitoring), 0 otherwise."
     )
 
     def add_arguments(self, parser: CommandParser) -> None:
