@@ -23,6 +23,7 @@ import email.policy
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
@@ -163,10 +164,13 @@ def pipeline_rule(mailbox) -> None:
     RuleCondition.objects.create(rule=rule, field="subject", operator="contains", value="zz-never")
 
 
-def worker_pipeline(dovecot, messages: list[bytes], *, mailboxes: int, concurrency: int) -> float:
+def worker_pipeline(
+    dovecot, messages: list[bytes], *, mailboxes: int, concurrency: int
+) -> tuple[float, float]:
     """Seconds from enqueueing one poll per mailbox to every email processed, in a real Celery
     worker (`celery worker --concurrency=N`, the command `make run` starts, beat aside: the polls
-    are enqueued here at once) on the embedded filesystem broker and SQLite."""
+    are enqueued here at once) on the embedded filesystem broker and SQLite; and the CPU seconds
+    the worker's processes used (from its start: importing, forking the pool)."""
     from mailboxes.models import Email, ProcessingStatus
     from mailhub.pipeline import mailbox_poll_inline
     from mailhub.tasks import poll_mailbox
@@ -181,6 +185,7 @@ def worker_pipeline(dovecot, messages: list[bytes], *, mailboxes: int, concurren
         mailbox_poll_inline(mailbox_id=mailbox.pk)  # first contact with the empty folder
         fill_folder(dovecot, user, messages[index * share : (index + 1) * share])
         boxes.append(mailbox.pk)
+    cpu_before = _children_cpu()
     worker = subprocess.Popen(
         [
             sys.executable,
@@ -213,7 +218,7 @@ def worker_pipeline(dovecot, messages: list[bytes], *, mailboxes: int, concurren
             if time.perf_counter() - started > 900:
                 raise RuntimeError(f"pipeline incomplete: {done.count()} of {len(messages)} processed")
             time.sleep(0.05)
-        return time.perf_counter() - started
+        seconds = time.perf_counter() - started
     finally:
         worker.terminate()  # warm shutdown: nothing is running any more
         try:
@@ -221,6 +226,13 @@ def worker_pipeline(dovecot, messages: list[bytes], *, mailboxes: int, concurren
         except subprocess.TimeoutExpired:
             os.killpg(worker.pid, 9)
             worker.wait()
+    return seconds, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the child processes waited for (the worker reaps its pool, we the worker)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def _wait_until_ready(worker: subprocess.Popen[str]) -> None:
@@ -255,6 +267,21 @@ def memory_child(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_growth": peak - before}))
 
 
+def _print_worker_runs(
+    args: argparse.Namespace, count: int, floor_rate: float, runs: dict[int, tuple[float, float]]
+) -> None:
+    print(f"whole pipeline, Celery worker on {args.mailboxes} mailboxes (embedded broker, SQLite):")
+    rates = {}
+    for concurrency, (seconds, cpu) in runs.items():
+        rates[concurrency] = rate = count / seconds
+        target = "   (target >= 0.80)" if concurrency == 2 else ""
+        print(
+            f"  {concurrency} worker process(es)      {rate:8.0f} emails/s   {rate / floor_rate:.2f} of floor"
+            f"   {cpu / seconds:.2f} CPUs busy{target}"
+        )
+    print(f"  2 processes / 1 process    {rates[2] / rates[1]:8.2f}   ({os.cpu_count()} CPUs)")
+
+
 def _proc_status_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -266,6 +293,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
     parser.add_argument("--mailboxes", type=int, default=4, help="folders of the worker runs")
+    parser.add_argument("--workers-only", action="store_true", help="only the floor and the worker runs")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     for name in ("host", "username", "password", "data-dir"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -303,6 +331,15 @@ def main() -> None:
         floor_count = raw_floor(dovecot.host, dovecot.port, user, PASSWORD, batch_bytes, batch_count)
         floor_seconds = time.perf_counter() - started
 
+        if args.workers_only:
+            worker_runs = {
+                concurrency: worker_pipeline(
+                    dovecot, messages, mailboxes=args.mailboxes, concurrency=concurrency
+                )
+                for concurrency in (1, 2)
+            }
+            _print_worker_runs(args, len(messages), floor_count / floor_seconds, worker_runs)
+            return
         mailbox = make_mailbox(dovecot.host, dovecot.port, user, PASSWORD, "bench")
         started = time.perf_counter()
         result = mailbox_poll(mailbox_id=mailbox.pk)
@@ -314,7 +351,7 @@ def main() -> None:
         pipeline_seconds = whole_pipeline(dovecot, messages)
         # One pool process first: the database then holds fewer emails than for the second run,
         # which can only favour one process.
-        worker_seconds = {
+        worker_runs = {
             concurrency: worker_pipeline(dovecot, messages, mailboxes=args.mailboxes, concurrency=concurrency)
             for concurrency in (1, 2)
         }
@@ -360,14 +397,7 @@ def main() -> None:
     print(f"ingest / floor               {ingest_rate / floor_rate:8.2f}   (target >= 0.50)")
     print(f"whole pipeline, one process  {pipeline_rate:8.0f} emails/s")
     print(f"pipeline / floor             {pipeline_rate / floor_rate:8.2f}   (target >= 0.50)")
-    one, two = (len(messages) / worker_seconds[concurrency] for concurrency in (1, 2))
-    print(f"whole pipeline, Celery worker on {args.mailboxes} mailboxes (embedded broker, SQLite):")
-    print(f"  1 worker process           {one:8.0f} emails/s   {one / floor_rate:.2f} of the floor")
-    print(
-        f"  2 worker processes         {two:8.0f} emails/s   {two / floor_rate:.2f} of the floor"
-        "   (target >= 0.80)"
-    )
-    print(f"  2 processes / 1 process    {two / one:8.2f}   ({os.cpu_count()} CPUs)")
+    _print_worker_runs(args, len(messages), floor_rate, worker_runs)
     print(
         f"25 MB message: {len(big_raw) / 1e6:.1f} MB raw, peak RSS growth {growth / 1e6:.1f} MB = "
         f"{growth / len(big_raw):.2f}x the message   (target < 4x)"

@@ -99,14 +99,11 @@ class PreparedMessage:
     size: int
     content_sha256: str
     attachments: list[WrittenAttachment]
+    has_attachments: bool  # of all its parts, also those beyond MAX_ATTACHMENTS
 
     @property
     def attachment_names(self) -> list[str]:
         return [attachment.name for attachment in self.attachments]
-
-    @property
-    def has_attachments(self) -> bool:
-        return any(not attachment.is_inline for attachment in self.attachments)
 
 
 def email_prepare_fetched(
@@ -143,6 +140,7 @@ def email_prepare_fetched(
     raw_name = default_storage.save(raw_path, ContentFile(raw))
     written.append(raw_name)
     attachments = _attachment_files_write(parsed, f"{mailbox_id}-{uidvalidity}-{uid}", written)
+    has_attachments = any(not attachment.is_inline for attachment in parsed.attachments)
     parsed.attachments = []  # the payloads are in the files now
     return PreparedMessage(
         parsed=parsed,
@@ -151,6 +149,7 @@ def email_prepare_fetched(
         size=len(raw),
         content_sha256=hashlib.sha256(raw).hexdigest(),
         attachments=attachments,
+        has_attachments=has_attachments,
     )
 
 
@@ -296,7 +295,7 @@ def email_store_outgoing(
             base,
             parsed,
             list(parsed.problems),
-            has_attachments=any(not attachment.is_inline for attachment in attachments),
+            has_attachments=any(not attachment.is_inline for attachment in parsed.attachments),
         )
         email.save()
         _attachments_store(email, attachments)
