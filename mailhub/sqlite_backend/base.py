@@ -32,26 +32,26 @@ class DatabaseWrapper(SQLiteDatabaseWrapper):
     def _start_transaction_under_autocommit(self) -> None:
         self._write_lock_take()
         try:
-            super()._start_transaction_under_autocommit()
+            super()._start_transaction_under_autocommit()  # type: ignore[misc]  # private: not in django-stubs
         except BaseException:
             self._write_lock_release()
             raise
 
     def _commit(self) -> Any:
         try:
-            return super()._commit()
+            return super()._commit()  # type: ignore[misc]  # private: not in django-stubs
         finally:
             self._write_lock_release()
 
     def _rollback(self) -> Any:
         try:
-            return super()._rollback()
+            return super()._rollback()  # type: ignore[misc]  # private: not in django-stubs
         finally:
             self._write_lock_release()
 
     def _close(self) -> Any:
         try:
-            return super()._close()
+            return super()._close()  # type: ignore[misc]  # private: not in django-stubs
         finally:
             self._write_lock_release()
             if self._write_lock_fd is not None:
