@@ -6,8 +6,12 @@ Prints:
 - emails/s of the full ingest (fetch, parse, store on SQLite, attachments and raw originals),
 - emails/s of the whole pipeline on new mail (fetch, parse, store, process with the action
   "nothing" and decide auto-replies against one active rule, in one process: `poll_mailboxes`),
+- emails/s of the whole pipeline as `make run` runs it: the same messages spread over
+  --mailboxes folders (4 x 500 by default), new mail polled and processed by a real Celery
+  worker on the embedded filesystem broker (SQLite), first with one pool process
+  (--concurrency=1), then with two (--concurrency=2, what `make run` starts), and 2/1;
 - emails/s of the raw floor (imapclient batch fetch + stdlib `email` parsing, storing nothing),
-  over the same folder with the same batches, and their ratio;
+  over the same folder with the same batches, and every ratio to it;
 - peak RSS growth while ingesting one message with a 25 MB attachment, as a ratio to its size.
 """
 
@@ -19,9 +23,11 @@ import email.policy
 import json
 import os
 import random
+import resource
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from email.message import EmailMessage
 from pathlib import Path
@@ -128,18 +134,13 @@ def make_mailbox(host: str, port: int, username: str, password: str, label: str)
 
 def whole_pipeline(dovecot, messages: list[bytes]) -> float:
     """Seconds of `poll_mailboxes` (poll + process + decide) on the messages arriving as new mail."""
-    from autoresponse.models import AutoResponseRule, EmailTemplate, RuleCondition
     from mailboxes.models import Email, ProcessingStatus
     from mailhub.pipeline import mailbox_poll_inline
     from tests.servers import PASSWORD
 
     user = dovecot.new_account()
     mailbox = make_mailbox(dovecot.host, dovecot.port, user, PASSWORD, "pipeline")
-    template = EmailTemplate.objects.create(name="ack", subject="Re: {{ email.subject }}", text_body="Thanks")
-    rule = AutoResponseRule.objects.create(mailbox=mailbox, name="ack", template=template)
-    # A condition most mail does not meet: every email is checked (loop rules, conditions), none
-    # is answered, so no SMTP server is involved.
-    RuleCondition.objects.create(rule=rule, field="subject", operator="contains", value="zz-never")
+    pipeline_rule(mailbox)
     mailbox_poll_inline(mailbox_id=mailbox.pk)  # first contact with the empty folder
     fill_folder(dovecot, user, messages)
     started = time.perf_counter()
@@ -149,6 +150,101 @@ def whole_pipeline(dovecot, messages: list[bytes]) -> float:
     if result.error or done != len(messages):
         raise RuntimeError(f"pipeline incomplete: {result}, processed {done} of {len(messages)}")
     return seconds
+
+
+def pipeline_rule(mailbox) -> None:
+    """One active rule whose condition most mail does not meet: every email is checked (loop
+    rules, conditions), none is answered, so no SMTP server is involved."""
+    from autoresponse.models import AutoResponseRule, EmailTemplate, RuleCondition
+
+    template = EmailTemplate.objects.create(
+        name=f"ack {mailbox.pk}", subject="Re: {{ email.subject }}", text_body="Thanks"
+    )
+    rule = AutoResponseRule.objects.create(mailbox=mailbox, name="ack", template=template)
+    RuleCondition.objects.create(rule=rule, field="subject", operator="contains", value="zz-never")
+
+
+def worker_pipeline(
+    dovecot, messages: list[bytes], *, mailboxes: int, concurrency: int
+) -> tuple[float, float]:
+    """Seconds from enqueueing one poll per mailbox to every email processed, in a real Celery
+    worker (`celery worker --concurrency=N`, the command `make run` starts, beat aside: the polls
+    are enqueued here at once) on the embedded filesystem broker and SQLite; and the CPU seconds
+    the worker's processes used (from its start: importing, forking the pool)."""
+    from mailboxes.models import Email, ProcessingStatus
+    from mailhub.pipeline import mailbox_poll_inline
+    from mailhub.tasks import poll_mailbox
+    from tests.servers import PASSWORD
+
+    share = -(-len(messages) // mailboxes)
+    boxes = []
+    for index in range(mailboxes):
+        user = dovecot.new_account()
+        mailbox = make_mailbox(dovecot.host, dovecot.port, user, PASSWORD, f"workers{concurrency}-{index}")
+        pipeline_rule(mailbox)
+        mailbox_poll_inline(mailbox_id=mailbox.pk)  # first contact with the empty folder
+        fill_folder(dovecot, user, messages[index * share : (index + 1) * share])
+        boxes.append(mailbox.pk)
+    cpu_before = _children_cpu()
+    worker = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "celery",
+            "--app",
+            "mailhub",
+            "worker",
+            f"--concurrency={concurrency}",
+            "--loglevel=INFO",
+            "--without-heartbeat",
+            "--without-mingle",
+            "--without-gossip",
+        ],
+        cwd=REPO,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        _wait_until_ready(worker)
+        done = Email.objects.filter(mailbox__in=boxes, processing_status=ProcessingStatus.DONE)
+        started = time.perf_counter()
+        for mailbox_id in boxes:
+            poll_mailbox.delay(mailbox_id)
+        while done.count() < len(messages):
+            if worker.poll() is not None:
+                raise RuntimeError(f"the worker exited ({worker.returncode})")
+            if time.perf_counter() - started > 900:
+                raise RuntimeError(f"pipeline incomplete: {done.count()} of {len(messages)} processed")
+            time.sleep(0.05)
+        seconds = time.perf_counter() - started
+    finally:
+        worker.terminate()  # warm shutdown: nothing is running any more
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(worker.pid, 9)
+            worker.wait()
+    return seconds, _children_cpu() - cpu_before
+
+
+def _children_cpu() -> float:
+    """CPU seconds of the child processes waited for (the worker reaps its pool, we the worker)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _wait_until_ready(worker: subprocess.Popen[str]) -> None:
+    """Until the worker logs "celery@host ready." (its pool started); its later lines drained."""
+    assert worker.stderr is not None
+    for line in worker.stderr:
+        if line.rstrip().endswith(" ready."):
+            break
+    else:
+        raise RuntimeError(f"the worker exited before it was ready ({worker.wait()})")
+    stderr = worker.stderr
+    threading.Thread(target=lambda: [None for _ in stderr], daemon=True).start()
 
 
 def memory_child(args: argparse.Namespace) -> None:
@@ -171,6 +267,21 @@ def memory_child(args: argparse.Namespace) -> None:
     print(json.dumps({"peak_growth": peak - before}))
 
 
+def _print_worker_runs(
+    args: argparse.Namespace, count: int, floor_rate: float, runs: dict[int, tuple[float, float]]
+) -> None:
+    print(f"whole pipeline, Celery worker on {args.mailboxes} mailboxes (embedded broker, SQLite):")
+    rates = {}
+    for concurrency, (seconds, cpu) in runs.items():
+        rates[concurrency] = rate = count / seconds
+        target = "   (target >= 0.80)" if concurrency == 2 else ""
+        print(
+            f"  {concurrency} worker process(es)      {rate:8.0f} emails/s   {rate / floor_rate:.2f} of floor"
+            f"   {cpu / seconds:.2f} CPUs busy{target}"
+        )
+    print(f"  2 processes / 1 process    {rates[2] / rates[1]:8.2f}   ({os.cpu_count()} CPUs)")
+
+
 def _proc_status_bytes(field: str) -> int:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field + ":"):
@@ -181,6 +292,8 @@ def _proc_status_bytes(field: str) -> int:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=2000)
+    parser.add_argument("--mailboxes", type=int, default=4, help="folders of the worker runs")
+    parser.add_argument("--workers-only", action="store_true", help="only the floor and the worker runs")
     parser.add_argument("--memory-child", action="store_true", help=argparse.SUPPRESS)
     for name in ("host", "username", "password", "data-dir"):
         parser.add_argument(f"--{name}", help=argparse.SUPPRESS)
@@ -218,6 +331,15 @@ def main() -> None:
         floor_count = raw_floor(dovecot.host, dovecot.port, user, PASSWORD, batch_bytes, batch_count)
         floor_seconds = time.perf_counter() - started
 
+        if args.workers_only:
+            worker_runs = {
+                concurrency: worker_pipeline(
+                    dovecot, messages, mailboxes=args.mailboxes, concurrency=concurrency
+                )
+                for concurrency in (1, 2)
+            }
+            _print_worker_runs(args, len(messages), floor_count / floor_seconds, worker_runs)
+            return
         mailbox = make_mailbox(dovecot.host, dovecot.port, user, PASSWORD, "bench")
         started = time.perf_counter()
         result = mailbox_poll(mailbox_id=mailbox.pk)
@@ -227,6 +349,12 @@ def main() -> None:
             raise RuntimeError(f"ingest incomplete: {result}, stored {stored}, floor {floor_count}")
 
         pipeline_seconds = whole_pipeline(dovecot, messages)
+        # One pool process first: the database then holds fewer emails than for the second run,
+        # which can only favour one process.
+        worker_runs = {
+            concurrency: worker_pipeline(dovecot, messages, mailboxes=args.mailboxes, concurrency=concurrency)
+            for concurrency in (1, 2)
+        }
 
         big_user = dovecot.new_account()
         big = EmailMessage()
@@ -269,6 +397,7 @@ def main() -> None:
     print(f"ingest / floor               {ingest_rate / floor_rate:8.2f}   (target >= 0.50)")
     print(f"whole pipeline, one process  {pipeline_rate:8.0f} emails/s")
     print(f"pipeline / floor             {pipeline_rate / floor_rate:8.2f}   (target >= 0.50)")
+    _print_worker_runs(args, len(messages), floor_rate, worker_runs)
     print(
         f"25 MB message: {len(big_raw) / 1e6:.1f} MB raw, peak RSS growth {growth / 1e6:.1f} MB = "
         f"{growth / len(big_raw):.2f}x the message   (target < 4x)"

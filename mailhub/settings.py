@@ -99,6 +99,8 @@ if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":
     Path(DATABASES["default"]["NAME"]).parent.mkdir(parents=True, exist_ok=True)
     # WAL lets the web process read while a worker writes; the busy timeout makes concurrent
     # writers wait for the lock instead of failing at once with "database is locked".
+    # The same SQLite, handing the write lock over fairly between processes (two workers).
+    DATABASES["default"]["ENGINE"] = "mailhub.sqlite_backend"
     DATABASES["default"].setdefault("OPTIONS", {}).update(
         {
             "timeout": 20,

@@ -20,7 +20,7 @@ if "MAILHUB_DATA_DIR" not in os.environ:
 
 from .settings import *  # noqa: F403
 
-if DATABASES["default"]["ENGINE"] == "django.db.backends.sqlite3":  # noqa: F405
+if DATABASES["default"]["ENGINE"] == "mailhub.sqlite_backend":  # noqa: F405
     # A file, not pytest-django's shared in-memory database: tests with threads and processes
     # need SQLite's real locking (busy timeout) to behave as in production.
     DATABASES["default"]["TEST"] = {"NAME": os.path.join(os.environ["MAILHUB_DATA_DIR"], "test.sqlite3")}  # noqa: F405

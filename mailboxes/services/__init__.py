@@ -2,11 +2,12 @@
 
 from .connection import ConnectionCheck, mailbox_test_connection
 from .polling import PollResult, mailbox_poll, mailboxes_claim_due_polls
-from .storing import email_store_fetched, email_store_outgoing
+from .storing import email_prepare_fetched, email_store_fetched, email_store_outgoing
 
 __all__ = [
     "ConnectionCheck",
     "PollResult",
+    "email_prepare_fetched",
     "email_store_fetched",
     "email_store_outgoing",
     "mailbox_poll",

@@ -28,7 +28,7 @@ from mailboxes.imap import (
 from mailboxes.models import Email, HistoryImport, Mailbox
 
 from .oauth import mailbox_run_imap
-from .storing import email_store_fetched
+from .storing import email_prepare_fetched, email_store_fetched
 
 logger = logging.getLogger("mailhub.poll")
 
@@ -302,19 +302,36 @@ def _store_batch(
     *,
     cursor: int,
 ) -> None:
-    """One transaction per batch: its emails and the advanced cursor commit together, and only
-    while the lease is still ours (the conditional UPDATE also locks the mailbox row until the
-    commit, so a poller taking over waits for this batch rather than racing it).
+    """Parse the batch, then store it in one short transaction: its emails and the advanced
+    cursor commit together, and only while the lease is still ours (the conditional UPDATE also
+    locks the mailbox row until the commit, so a poller taking over waits for this batch rather
+    than racing it).
+
+    Parsing and writing the files come first, outside the transaction: they are most of the
+    work, and inside the transaction they held SQLite's single write lock (BEGIN IMMEDIATE:
+    every other writer of the installation waits, a second worker included) or PostgreSQL's
+    lock on the mailbox row for the whole batch.
 
     `cursor` is the caller's: the highest UID below which every UID is stored or known gone."""
     new_ids, history, duplicates, placeholders = [], 0, 0, 0
     written: list[str] = []
     try:
+        prepared = [
+            email_prepare_fetched(
+                mailbox_id=mailbox.pk,
+                uidvalidity=uidvalidity,
+                uid=message.uid,
+                raw=message.raw,
+                undelivered=message.undelivered,
+                written_files=written,
+            )
+            for message in messages
+        ]
         with transaction.atomic():
             mailbox_renew_poll_lease(
                 mailbox_id=mailbox.pk, token=token, seconds=settings.MAILHUB_POLL_LEASE_SECONDS
             )
-            for message in messages:
+            for message, ready in zip(messages, prepared, strict=True):
                 outcome = email_store_fetched(
                     mailbox=mailbox,
                     uidvalidity=uidvalidity,
@@ -324,6 +341,7 @@ def _store_batch(
                     is_history=message.uid <= mailbox.imap_history_last_uid,
                     written_files=written,
                     undelivered=message.undelivered,
+                    prepared=ready,
                 )
                 if outcome.email is None:
                     duplicates += 1
@@ -335,7 +353,8 @@ def _store_batch(
                     new_ids.append(outcome.email.pk)
             Mailbox.objects.filter(pk=mailbox.pk, imap_last_uid__lt=cursor).update(imap_last_uid=cursor)
     except BaseException:
-        # The rows are gone with the rollback; their files must not stay behind as orphans.
+        # The rows are gone with the rollback (or were never written); their files must not
+        # stay behind as orphans.
         for name in written:
             default_storage.delete(name)
         raise

@@ -75,6 +75,84 @@ def _pairs(addresses: list[ParsedAddress]) -> list[list[str]]:
     ]
 
 
+@dataclass(frozen=True)
+class WrittenAttachment:
+    """An attachment whose payload is already in its file: only what its row needs stays."""
+
+    name: str  # the stored file (our name, never the sender's)
+    filename: str
+    content_type: str
+    size: int
+    content_id: str
+    is_inline: bool
+
+
+@dataclass
+class PreparedMessage:
+    """A fetched message parsed and its files written, before any transaction is open
+    (`email_prepare_fetched`): storing it then only inserts rows. `parsed` no longer holds the
+    attachments' payloads (they are in the files), so a prepared batch costs little memory."""
+
+    parsed: ParsedEmail
+    identity: str
+    raw_name: str
+    size: int
+    content_sha256: str
+    attachments: list[WrittenAttachment]
+    has_attachments: bool  # of all its parts, also those beyond MAX_ATTACHMENTS
+
+    @property
+    def attachment_names(self) -> list[str]:
+        return [attachment.name for attachment in self.attachments]
+
+
+def email_prepare_fetched(
+    *,
+    mailbox_id: int,
+    uidvalidity: int,
+    uid: int,
+    raw: bytes,
+    undelivered: bool = False,
+    written_files: list[str] | None = None,
+) -> PreparedMessage:
+    """Everything about storing one fetched message that needs no database: parse it, compute its
+    identity, write its raw original and attachment files. Never raises for bad content.
+
+    Run before the batch's transaction, so that parsing (the costly part) never holds the
+    database's write lock (SQLite) or the mailbox row lock (PostgreSQL): two workers parse at
+    the same time. Every file written is appended to `written_files` at once, so the caller
+    can delete them all if the batch is not stored (a duplicate's are deleted when storing
+    finds it).
+    """
+    written = written_files if written_files is not None else []
+    if undelivered:
+        parsed = ParsedEmail.empty(problem=UNDELIVERED_PROBLEM)
+        identity = hashlib.sha256(f"undelivered:{uidvalidity}:{uid}".encode()).hexdigest()
+    else:
+        try:
+            parsed = parse_email(raw)
+        except Exception as exc:
+            logger.exception("parser failed on uid %s of mailbox %s", uid, mailbox_id)
+            parsed = ParsedEmail.empty(problem=f"parser crashed: {type(exc).__name__}: {exc}")
+        identity = message_identity(raw, parsed.message_id)
+    # upload_to is a strftime pattern, which needs no instance (the stubs ask for one).
+    raw_path = Email._meta.get_field("raw").generate_filename(None, f"{mailbox_id}-{uidvalidity}-{uid}.eml")  # type: ignore[arg-type]
+    raw_name = default_storage.save(raw_path, ContentFile(raw))
+    written.append(raw_name)
+    attachments = _attachment_files_write(parsed, f"{mailbox_id}-{uidvalidity}-{uid}", written)
+    has_attachments = any(not attachment.is_inline for attachment in parsed.attachments)
+    parsed.attachments = []  # the payloads are in the files now
+    return PreparedMessage(
+        parsed=parsed,
+        identity=identity,
+        raw_name=raw_name,
+        size=len(raw),
+        content_sha256=hashlib.sha256(raw).hexdigest(),
+        attachments=attachments,
+        has_attachments=has_attachments,
+    )
+
+
 def email_store_fetched(
     *,
     mailbox: Mailbox,
@@ -85,6 +163,7 @@ def email_store_fetched(
     is_history: bool,
     written_files: list[str] | None = None,
     undelivered: bool = False,
+    prepared: PreparedMessage | None = None,
 ) -> StoreOutcome:
     """Store one message exactly once. Never raises for bad message content.
 
@@ -94,31 +173,36 @@ def email_store_fetched(
     so that one message never rolls back its batch. Only a failure on our side that the reduced
     form hits too (database down, disk full) raises, as `EmailStoreFailed` naming the message.
     A duplicate (same identity already stored in this mailbox) is refused by the database
-    constraint and reported, not stored twice.
+    constraint and reported, not stored twice (and the files written for it are deleted).
+
+    `prepared`: the message as `email_prepare_fetched` made it before the transaction (the
+    poll does this so that parsing holds no lock); without it the message is prepared here.
 
     `undelivered` (with raw=b""): a placeholder for a UID the server lists but never delivered,
     so that the gap is visible; it is never processed, and its identity is its UID (two
     placeholders are not the same message).
     """
-    if undelivered:
-        parsed = ParsedEmail.empty(problem=UNDELIVERED_PROBLEM)
-        identity = hashlib.sha256(f"undelivered:{uidvalidity}:{uid}".encode()).hexdigest()
-    else:
-        try:
-            parsed = parse_email(raw)
-        except Exception as exc:
-            logger.exception("parser failed on uid %s of mailbox %s", uid, mailbox.pk)
-            parsed = ParsedEmail.empty(problem=f"parser crashed: {type(exc).__name__}: {exc}")
-        identity = message_identity(raw, parsed.message_id)
-        own = _own_outgoing(mailbox, parsed)
-        if own is not None:
-            # Our own answer met again: the Sent folder is the polled folder, the server filed
-            # it there, or a Bcc to the mailbox itself. Its bytes may differ from what we sent
-            # (a Received line, a footer the server added), so the identity can't tell.
-            logger.info(
-                "mailbox %s UID %s: our own sent message (email %s), not stored again", mailbox.pk, uid, own
-            )
-            return StoreOutcome(email=None, duplicate_of=own)
+    written = written_files if written_files is not None else []
+    if prepared is None:
+        prepared = email_prepare_fetched(
+            mailbox_id=mailbox.pk,
+            uidvalidity=uidvalidity,
+            uid=uid,
+            raw=raw,
+            undelivered=undelivered,
+            written_files=written,
+        )
+    parsed, identity = prepared.parsed, prepared.identity
+    own = None if undelivered else _own_outgoing(mailbox, parsed)
+    if own is not None:
+        # Our own answer met again: the Sent folder is the polled folder, the server filed
+        # it there, or a Bcc to the mailbox itself. Its bytes may differ from what we sent
+        # (a Received line, a footer the server added), so the identity can't tell.
+        logger.info(
+            "mailbox %s UID %s: our own sent message (email %s), not stored again", mailbox.pk, uid, own
+        )
+        _forget_files([prepared.raw_name, *prepared.attachment_names], written)
+        return StoreOutcome(email=None, duplicate_of=own)
     fields = ("pk", "direction", "from_address")
     existing = Email.objects.filter(mailbox=mailbox, identity=identity).values(*fields).first()
     if (
@@ -132,25 +216,21 @@ def email_store_fetched(
         identity = hashlib.sha256(f"not-ours:{identity}:{parsed.from_address.lower()}".encode()).hexdigest()
         existing = Email.objects.filter(mailbox=mailbox, identity=identity).values(*fields).first()
     if existing is not None:
+        _forget_files([prepared.raw_name, *prepared.attachment_names], written)
         return StoreOutcome(email=None, duplicate_of=existing["pk"])
 
     where = f"mailbox {mailbox.pk}, UID {uid}, Message-ID {limits.cut_chars(parsed.message_id, 200)!r}"
-    written = written_files if written_files is not None else []
     problems = list(parsed.problems)
     received_at = limits.bounded_date(internal_date)
     if internal_date is not None and received_at is None:
         problems.append(f"server's INTERNALDATE {internal_date!r:.60} out of range: time of storing used")
-    # upload_to is a strftime pattern, which needs no instance (the stubs ask for one).
-    raw_path = Email._meta.get_field("raw").generate_filename(None, f"{mailbox.pk}-{uidvalidity}-{uid}.eml")  # type: ignore[arg-type]
-    raw_name = default_storage.save(raw_path, ContentFile(raw))
-    written.append(raw_name)
     base = {
         "mailbox": mailbox,
         "uidvalidity": uidvalidity,
         "uid": uid,
-        "raw": raw_name,
-        "size": len(raw),
-        "content_sha256": hashlib.sha256(raw).hexdigest(),
+        "raw": prepared.raw_name,
+        "size": prepared.size,
+        "content_sha256": prepared.content_sha256,
         "identity": identity,
         "received_at": received_at or timezone.now(),
         "is_history": is_history,
@@ -158,28 +238,24 @@ def email_store_fetched(
             ProcessingStatus.SKIPPED if is_history or undelivered else ProcessingStatus.PENDING
         ),
     }
-    attachment_files: list[str] = []
     try:
         with transaction.atomic():
-            email = _email_full_form(base, parsed, problems)
+            email = _email_full_form(base, parsed, problems, has_attachments=prepared.has_attachments)
             email.save()
-            _attachments_store(email, parsed, attachment_files)
+            _attachments_store(email, prepared.attachments)
     except IntegrityError as exc:
-        _delete_files(attachment_files)
+        _forget_files(prepared.attachment_names, written)
         duplicate = _stored_already(base)
         if duplicate is not None:
-            _delete_files([raw_name])
-            written.remove(raw_name)
+            _forget_files([prepared.raw_name], written)
             return StoreOutcome(email=None, duplicate_of=duplicate)
         email = _email_reduced_form(base, parsed, problems, exc, where)
     except OSError:
-        _delete_files(attachment_files)
+        _forget_files(prepared.attachment_names, written)
         raise  # the disk, not the message: the batch is retried
     except Exception as exc:  # noqa: BLE001 - whatever this message's content broke, it is stored
-        _delete_files(attachment_files)
+        _forget_files(prepared.attachment_names, written)
         email = _email_reduced_form(base, parsed, problems, exc, where)
-    else:
-        written.extend(attachment_files)
     return StoreOutcome(email=email)
 
 
@@ -213,10 +289,16 @@ def email_store_outgoing(
         "received_at": timezone.now(),
         "processing_status": ProcessingStatus.SKIPPED,
     }
+    attachments = _attachment_files_write(parsed, f"{mailbox.pk}-out", written)
     with transaction.atomic():
-        email = _email_full_form(base, parsed, list(parsed.problems))
+        email = _email_full_form(
+            base,
+            parsed,
+            list(parsed.problems),
+            has_attachments=any(not attachment.is_inline for attachment in parsed.attachments),
+        )
         email.save()
-        _attachments_store(email, parsed, written)
+        _attachments_store(email, attachments)
     return email
 
 
@@ -252,7 +334,9 @@ class EmailStoreFailed(Exception):
     """Even the reduced form of a message could not be stored: a failure on our side."""
 
 
-def _email_full_form(base: dict[str, Any], parsed: ParsedEmail, problems: list[str]) -> Email:
+def _email_full_form(
+    base: dict[str, Any], parsed: ParsedEmail, problems: list[str], *, has_attachments: bool
+) -> Email:
     date = limits.bounded_date(parsed.date)
     if parsed.date is not None and date is None:
         problems.append(f"Date header {parsed.date.isoformat()!r} out of range: not stored")
@@ -282,7 +366,7 @@ def _email_full_form(base: dict[str, Any], parsed: ParsedEmail, problems: list[s
         date=date,
         text_body=text_body,
         html_body=html_body,
-        has_attachments=any(not attachment.is_inline for attachment in parsed.attachments),
+        has_attachments=has_attachments,
     )
     cuts: list[str] = []
     limits.fit_row(email, problems=cuts)
@@ -290,24 +374,43 @@ def _email_full_form(base: dict[str, Any], parsed: ParsedEmail, problems: list[s
     return email
 
 
-def _attachments_store(email: Email, parsed: ParsedEmail, written: list[str]) -> None:
+def _attachment_files_write(parsed: ParsedEmail, prefix: str, written: list[str]) -> list[WrittenAttachment]:
+    """Write the (first MAX_ATTACHMENTS) attachments' payloads to their files, no database."""
+    field = Attachment._meta.get_field("file")
     attachments = []
     for index, part in enumerate(parsed.attachments[: limits.MAX_ATTACHMENTS]):
+        # The stored name is ours (the sender's filename is only metadata): no path tricks.
+        path = field.generate_filename(None, f"{prefix}-{index}-{uuid.uuid4().hex}.bin")  # type: ignore[arg-type]
+        name = default_storage.save(path, ContentFile(part.payload))
+        written.append(name)
+        attachments.append(
+            WrittenAttachment(
+                name=name,
+                filename=part.filename,
+                content_type=part.content_type,
+                size=part.size,
+                content_id=part.content_id,
+                is_inline=part.is_inline,
+            )
+        )
+    return attachments
+
+
+def _attachments_store(email: Email, attachments: list[WrittenAttachment]) -> None:
+    rows = []
+    for written in attachments:
         attachment = Attachment(
             email=email,
-            filename=part.filename,
-            content_type=part.content_type,
-            size=part.size,
-            content_id=part.content_id,
-            is_inline=part.is_inline,
+            file=written.name,
+            filename=written.filename,
+            content_type=written.content_type,
+            size=written.size,
+            content_id=written.content_id,
+            is_inline=written.is_inline,
         )
         limits.fit_row(attachment)
-        # The stored name is ours (the sender's filename is only metadata): no path tricks.
-        stored_name = f"{email.pk}-{index}-{uuid.uuid4().hex}.bin"
-        attachment.file.save(stored_name, ContentFile(part.payload), save=False)
-        written.append(str(attachment.file.name))  # save() has just set it
-        attachments.append(attachment)
-    Attachment.objects.bulk_create(attachments)
+        rows.append(attachment)
+    Attachment.objects.bulk_create(rows)
 
 
 def _email_reduced_form(
@@ -344,6 +447,9 @@ def _stored_already(base: dict[str, Any]) -> int | None:
     return Email.objects.filter(same, mailbox=base["mailbox"]).values_list("pk", flat=True).first()
 
 
-def _delete_files(names: list[str]) -> None:
+def _forget_files(names: list[str], written: list[str]) -> None:
+    """Delete files written for a message that is not stored (or not with them)."""
     for name in names:
         default_storage.delete(name)
+        if name in written:
+            written.remove(name)

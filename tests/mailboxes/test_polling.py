@@ -196,6 +196,45 @@ def test_two_pollers_at_once_store_each_message_once(imap_account):
     assert Email.objects.count() == 30
 
 
+@pytest.mark.django_db(transaction=True)
+def test_a_slow_parse_holds_no_lock_so_another_writer_commits_meanwhile(imap_account, monkeypatch):
+    from django.db import transaction
+
+    from mailboxes.services import storing
+
+    mailbox = MailboxFactory.on_dovecot(imap_account, history_import="none")
+    first_poll_of_empty_folder(mailbox)
+    for n in range(2):
+        imap_account.append(make_message(n))
+    real_parse = storing.parse_email
+    committed_while_parsing: list[bool] = []
+
+    def writer() -> None:
+        try:
+            # The same mailbox row: on PostgreSQL the poll's transaction locks it (lease renewal),
+            # on SQLite any write waits for the one write lock.
+            with transaction.atomic():
+                Mailbox.objects.filter(pk=mailbox.pk).update(label="renamed meanwhile")
+        finally:
+            connections.close_all()
+
+    def slow_parse(raw: bytes):
+        # Far less than SQLite's busy timeout (20 s): a writer blocked by a lock that the parse
+        # holds is still waiting when this gives up.
+        thread = threading.Thread(target=writer)
+        thread.start()
+        thread.join(3)
+        committed_while_parsing.append(not thread.is_alive())
+        return real_parse(raw)
+
+    monkeypatch.setattr(storing, "parse_email", slow_parse)
+    result = mailbox_poll(mailbox_id=mailbox.pk)
+    assert (result.error, len(result.new_email_ids)) == ("", 2)
+    assert committed_while_parsing == [True, True]
+    mailbox.refresh_from_db()
+    assert mailbox.label == "renamed meanwhile"
+
+
 def test_expired_lease_of_a_dead_worker_is_taken_over(mailbox, imap_account):
     first_poll_of_empty_folder(mailbox)
     imap_account.append(make_message(1))
