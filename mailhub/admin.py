@@ -201,7 +201,7 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
             },
         ),
         (
-            "SMTP (auto-responses)",
+            "SMTP (auto-responses and staff's answers)",
             {
                 "fields": (
                     ("smtp_host", "smtp_port", "smtp_security"),
@@ -209,6 +209,7 @@ class MailboxAdmin(MailboxScopedMixin, _MailboxAdminBase):
                 )
             },
         ),
+        ("Answers", {"fields": ("sender_name", "signature", "imap_sent_folder")}),
         ("Access", {"fields": ("authorized_users", "authorized_groups")}),
         (
             "Processing",

@@ -1,23 +1,28 @@
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, cast
 
 from django.contrib import admin
-from django.forms import ModelForm
+from django.db.models import ForeignKey, QuerySet
+from django.forms import ModelChoiceField, ModelForm
 from django.http import HttpRequest
 
 from mailboxes.admin_access import MAILBOX_FILTER, MailboxScopedMixin
+from mailboxes.models import Mailbox
 
-from .models import Case, Lead
+from .models import AgentSignature, Case, Lead
 from .services.cases import case_number_allocate
 
 if TYPE_CHECKING:
+    from django.contrib.auth.models import User
+
     # django-stubs makes the admin classes generic for the checker only: Django's are not
     # subscriptable (that would take django_stubs_ext.monkeypatch(), a runtime dependency).
     _LeadAdminBase = admin.ModelAdmin[Lead]
     _CaseAdminBase = admin.ModelAdmin[Case]
+    _SignatureAdminBase = admin.ModelAdmin[AgentSignature]
 else:
-    _LeadAdminBase = _CaseAdminBase = admin.ModelAdmin
+    _LeadAdminBase = _CaseAdminBase = _SignatureAdminBase = admin.ModelAdmin
 
 
 @admin.register(Lead)
@@ -49,3 +54,35 @@ class CaseAdmin(MailboxScopedMixin, _CaseAdminBase):
             super().save_model(request, obj, form, change)
         else:
             case_number_allocate(case=obj)
+
+
+@admin.register(AgentSignature)
+class AgentSignatureAdmin(_SignatureAdminBase):
+    """An agent's own signatures. Superusers see everyone's; anyone else only their own, for the
+    mailboxes they may access (or for all of them), and can't write one in someone else's name."""
+
+    list_display = ("user", "mailbox")
+    list_select_related = ("user", "mailbox")
+
+    def get_queryset(self, request: HttpRequest) -> QuerySet[AgentSignature]:
+        signatures = super().get_queryset(request)
+        if request.user.is_superuser:
+            return signatures
+        return signatures.filter(user=cast("User", request.user))  # the admin is behind a login
+
+    def get_exclude(self, request: HttpRequest, obj: AgentSignature | None = None) -> Any:
+        return () if request.user.is_superuser else ("user",)
+
+    def formfield_for_foreignkey(
+        self, db_field: ForeignKey[Any, Any], request: HttpRequest, **kwargs: Any
+    ) -> ModelChoiceField[Any] | None:
+        if db_field.name == "mailbox":
+            kwargs["queryset"] = Mailbox.objects.accessible_to(request.user)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def save_model(
+        self, request: HttpRequest, obj: AgentSignature, form: ModelForm[AgentSignature], change: bool
+    ) -> None:
+        if not request.user.is_superuser:
+            obj.user = cast("User", request.user)
+        super().save_model(request, obj, form, change)

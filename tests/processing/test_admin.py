@@ -62,3 +62,54 @@ def test_a_case_added_by_hand_gets_the_next_number(admin_client):
     assert response.status_code == 302
     added = Case.objects.get(subject="By phone")
     assert added.number == existing.number + 1
+
+
+# -- agent signatures -----------------------------------------------------------------------------
+
+
+@pytest.fixture
+def staff_with_signature_rights(db):
+    from django.contrib.auth.models import Permission
+
+    user = UserFactory(username="alex", is_staff=True)
+    user.user_permissions.add(
+        *Permission.objects.filter(content_type__app_label="processing", codename__endswith="agentsignature")
+    )
+    return user
+
+
+def test_a_staff_user_sees_and_writes_only_their_own_signatures(client, staff_with_signature_rights):
+    from processing.models import AgentSignature
+    from tests.factories import MailboxFactory
+
+    granted, other = MailboxFactory(label="Support"), MailboxFactory(label="Sales")
+    granted.authorized_users.add(staff_with_signature_rights)
+    colleague = UserFactory(username="gus")
+    AgentSignature.objects.create(user=colleague, mailbox=None, text="Gus's secret sign-off")
+    client.force_login(staff_with_signature_rights)
+
+    listing = client.get(reverse("admin:processing_agentsignature_changelist")).content.decode()
+    assert "gus" not in listing
+    add_page = client.get(reverse("admin:processing_agentsignature_add")).content.decode()
+    assert 'name="user"' not in add_page  # always the author's own
+    assert "Support" in add_page
+    assert "Sales" not in add_page  # a mailbox they can't access is not offered
+    response = client.post(
+        reverse("admin:processing_agentsignature_add"),
+        {"user": colleague.pk, "mailbox": granted.pk, "text": "Alex, Support"},
+    )
+    assert response.status_code == 302
+    mine = AgentSignature.objects.get(text="Alex, Support")
+    assert (mine.user, mine.mailbox) == (staff_with_signature_rights, granted)
+    refused = client.post(reverse("admin:processing_agentsignature_add"), {"mailbox": other.pk, "text": "x"})
+    assert refused.status_code == 200  # the form refuses a mailbox outside their access
+    assert not AgentSignature.objects.filter(mailbox=other).exists()
+
+
+def test_the_mailbox_admin_page_offers_the_answer_settings(admin_client):
+    from tests.factories import MailboxFactory
+
+    mailbox = MailboxFactory()
+    page = admin_client.get(reverse("admin:mailboxes_mailbox_change", args=[mailbox.pk])).content.decode()
+    for field in ("sender_name", "signature", "imap_sent_folder"):
+        assert f'name="{field}"' in page
