@@ -6,9 +6,9 @@ from datetime import timedelta
 import pytest
 from django.test import override_settings
 
-from autoresponse.services import send_retry_delay
 from mailboxes.backoff import backoff_delay
 from mailboxes.services.polling import retry_delay
+from mailboxes.services.sending import send_retry_delay
 from processing.services.actions import processing_retry_delay
 
 
