@@ -23,7 +23,6 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from django import forms
 from django.contrib import admin, messages
-from django.db import transaction
 from django.db.models import QuerySet
 from django.http import HttpRequest, HttpResponse
 from django.urls import URLPattern, path
@@ -44,7 +43,7 @@ from processing.services import ConversionRefused, email_convert_to_case, email_
 
 from .admin_oauth import OAuthGrantInline, oauth_callback_view, oauth_connect_view
 from .status import mailbox_state, mailboxes_annotate_status
-from .tasks import send_auto_reply, send_outbound
+from .tasks import enqueue_after_commit, send_auto_reply, send_outbound
 
 if TYPE_CHECKING:
     from .status import AnnotatedMailbox
@@ -433,7 +432,7 @@ class AutoReplyAdminWithActions(AutoReplyAdmin):
             requested_by=request.user.get_username(),
         )
         for auto_reply_id in ids:
-            transaction.on_commit(partial(send_auto_reply.delay, auto_reply_id))
+            enqueue_after_commit(send_auto_reply, auto_reply_id)
         skipped = queryset.count() - len(ids)
         self.message_user(request, f"{len(ids)} auto-reply(ies) queued to be sent again.", messages.SUCCESS)
         if skipped:
@@ -517,7 +516,7 @@ class OutboundMessageAdmin(MailboxScopedMixin, _OutboundAdminBase):
             )
         ]
         for outbound_id in moved:
-            transaction.on_commit(partial(send_outbound.delay, outbound_id))
+            enqueue_after_commit(send_outbound, outbound_id)
         self.message_user(request, f"{len(moved)} answer(s) queued to be sent again.", messages.SUCCESS)
         skipped = queryset.count() - len(moved)
         if skipped:

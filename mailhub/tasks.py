@@ -6,11 +6,14 @@ schedule refer to them), so a deployment can be upgraded with work in the queue.
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 
 from celery import Task, shared_task
 from django.conf import settings
+from django.db import transaction
 from django.utils import timezone
+from kombu.exceptions import OperationalError
 
 from autoresponse.models import AutoReply, AutoReplyStatus
 from autoresponse.services import auto_reply_send
@@ -24,6 +27,25 @@ from .pipeline import (
     outbound_copy_to_sent_step,
     outbound_send_step,
 )
+
+logger = logging.getLogger("mailhub.tasks")
+
+
+def enqueue_after_commit(task: Task[[int], None], row_id: int) -> None:
+    """Enqueue `task(row_id)` once the current transaction commits (the worker must find the row;
+    a rolled-back row is never worked on). The row is stored and pending: if the broker refuses
+    the task now, the next poll of its mailbox dispatches it again, so a person acting on a page
+    is not shown an error for work that will still be done."""
+
+    def enqueue() -> None:
+        try:
+            task.delay(row_id)
+        except OperationalError:
+            logger.warning(
+                "%s(%s): the broker refused the task; the next poll dispatches it", task.name, row_id
+            )
+
+    transaction.on_commit(enqueue)
 
 
 class QueuedDispatch:

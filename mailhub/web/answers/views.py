@@ -8,7 +8,6 @@ import uuid
 
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
-from django.db import transaction
 from django.http import Http404, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_http_methods, require_POST
@@ -16,7 +15,7 @@ from django.views.decorators.http import require_http_methods, require_POST
 from autoresponse.models import EmailTemplate
 from mailboxes.models import Email, EmailDirection, OutboundMessage, OutboundStatus
 from mailboxes.services.sending import outbound_send_again
-from mailhub.tasks import send_outbound
+from mailhub.tasks import enqueue_after_commit, send_outbound
 from mailhub.web.converters import database_id_from_text
 from mailhub.web.emails.access import attachment_get_for_user, email_get_for_user
 from mailhub.web.users import AuthenticatedHttpRequest
@@ -167,9 +166,7 @@ def _insert_canned(
 
 def _dispatch(outbound: OutboundMessage) -> None:
     if outbound.status == OutboundStatus.PENDING:
-        outbound_id = outbound.pk
-        # After the commit: the worker must find the row (and a rolled-back row is never sent).
-        transaction.on_commit(lambda: send_outbound.delay(outbound_id))
+        enqueue_after_commit(send_outbound, outbound.pk)
 
 
 def _say_outcome(request: AuthenticatedHttpRequest, outbound: OutboundMessage) -> None:

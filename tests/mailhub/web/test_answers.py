@@ -323,3 +323,23 @@ def test_outgoing_email_is_marked_in_the_case_timeline(
     page = client_for.get(original.case.get_absolute_url()).content.decode()
     assert "<strong>alex</strong> sent" in page
     assert '<span class="badge outbound-sent" data-testid="outbound-status">Sent</span>' in page
+
+
+def test_a_broker_that_refuses_the_send_task_leaves_the_answer_pending_for_the_next_poll(
+    client_for, original, smtp_server, django_capture_on_commit_callbacks, monkeypatch
+):
+    from kombu.exceptions import OperationalError
+
+    from mailboxes.services.sending import outbounds_due
+    from mailhub.tasks import send_outbound
+
+    def broker_down(*args, **kwargs):
+        raise OperationalError("Error 111 connecting to 127.0.0.1:6379. Connection refused.")
+
+    monkeypatch.setattr(send_outbound, "delay", broker_down)
+    response = send(client_for, original, django_capture_on_commit_callbacks)
+    assert response.status_code == 302
+    outbound = OutboundMessage.objects.get()
+    assert outbound.status == OutboundStatus.PENDING
+    assert outbounds_due(mailbox_id=original.mailbox_id, created_before=None) == [outbound.pk]
+    assert smtp_server.messages == []
