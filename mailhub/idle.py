@@ -134,10 +134,12 @@ class IdleSupervisor:
                 # one is started again below, with its new settings).
                 await self._drop(mailbox_id)
         gone = [mailbox_id for mailbox_id in self.held if mailbox_id not in active]
+        if gone:
+            # The leases first: a mailbox no longer held here has no lease of ours (and if the
+            # release fails, the next refresh tries again for the mailboxes still listed).
+            await _db(mailboxes_release_idle_leases, token=self.token, mailbox_ids=gone)
         for mailbox_id in gone:
             del self.held[mailbox_id]
-        if gone:
-            await _db(mailboxes_release_idle_leases, token=self.token, mailbox_ids=gone)
         still_ours = await _db(
             mailboxes_renew_idle_leases, token=self.token, seconds=settings.MAILHUB_IDLE_LEASE_SECONDS
         )
